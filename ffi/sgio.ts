@@ -1,0 +1,110 @@
+/**
+ * The SG_IO ioctl (`<scsi/sg.h>`), synchronous, on the calling thread.
+ *
+ * `struct sg_io_hdr` on 64-bit Linux (88 bytes):
+ *
+ * | offset | size | field            |
+ * |-------:|-----:|------------------|
+ * |      0 |    4 | interface_id 'S' |
+ * |      4 |    4 | dxfer_direction  |
+ * |      8 |    1 | cmd_len          |
+ * |      9 |    1 | mx_sb_len        |
+ * |     10 |    2 | iovec_count      |
+ * |     12 |    4 | dxfer_len        |
+ * |     16 |    8 | dxferp           |
+ * |     24 |    8 | cmdp             |
+ * |     32 |    8 | sbp              |
+ * |     40 |    4 | timeout (ms)     |
+ * |     44 |    4 | flags            |
+ * |     48 |    4 | pack_id          |
+ * |     56 |    8 | usr_ptr          |
+ * |     64 |    1 | status           |
+ * |     65 |    1 | masked_status    |
+ * |     66 |    1 | msg_status       |
+ * |     67 |    1 | sb_len_wr        |
+ * |     68 |    2 | host_status      |
+ * |     70 |    2 | driver_status    |
+ * |     72 |    4 | resid            |
+ * |     76 |    4 | duration (ms)    |
+ * |     80 |    4 | info             |
+ *
+ * @module
+ */
+
+import { addressOf, lastErrno, libc } from "./libc.ts";
+
+const SG_IO = 0x2285n;
+const SG_DXFER_NONE = -1;
+const SG_DXFER_TO_DEV = -2;
+const SG_DXFER_FROM_DEV = -3;
+/** Size of the sense buffer handed to the kernel (as QEMU's helper). */
+export const SG_SENSE_LEN = 96;
+
+/** One SG_IO request. */
+export interface SgIoRequest {
+  /** The CDB, exactly the bytes to send (its length is cmd_len). */
+  cdb: Uint8Array;
+  /** Data direction. */
+  direction: "none" | "in" | "out";
+  /** Data buffer: filled for "in", sent for "out". */
+  data: Uint8Array;
+  /** Command timeout in milliseconds. */
+  timeoutMs: number;
+}
+
+/** The outcome of the ioctl: either an errno, or what the kernel filled in. */
+export type SgIoResult =
+  | { kind: "errno"; errno: number }
+  | {
+    kind: "done";
+    status: number;
+    hostStatus: number;
+    driverStatus: number;
+    /** Sense bytes the kernel wrote (sb_len_wr of them are meaningful). */
+    sense: Uint8Array;
+    senseLen: number;
+    resid: number;
+    durationMs: number;
+  };
+
+/** Issue SG_IO on `fd`; never throws for an ioctl failure (the errno is the result). */
+export function sgIo(fd: number, req: SgIoRequest): SgIoResult {
+  if (req.cdb.length < 6 || req.cdb.length > 16) {
+    throw new RangeError(`CDB length ${req.cdb.length} is not 6..16`);
+  }
+  const hdr = new Uint8Array(88);
+  const v = new DataView(hdr.buffer);
+  const cdb = req.cdb.slice();
+  const sense = new Uint8Array(SG_SENSE_LEN);
+  const data = req.data;
+  const direction = req.direction === "in"
+    ? SG_DXFER_FROM_DEV
+    : req.direction === "out"
+    ? SG_DXFER_TO_DEV
+    : SG_DXFER_NONE;
+  v.setInt32(0, 0x53, true); // 'S'
+  v.setInt32(4, direction, true);
+  v.setUint8(8, cdb.length);
+  v.setUint8(9, SG_SENSE_LEN);
+  v.setUint16(10, 0, true);
+  v.setUint32(12, req.direction === "none" ? 0 : data.length, true);
+  v.setBigUint64(16, req.direction === "none" || data.length === 0 ? 0n : addressOf(data), true);
+  v.setBigUint64(24, addressOf(cdb), true);
+  v.setBigUint64(32, addressOf(sense), true);
+  v.setUint32(40, Math.max(1, Math.min(req.timeoutMs, 0xffffffff)), true);
+  const rc = libc.ioctl(fd, SG_IO, hdr);
+  if (rc < 0) return { kind: "errno", errno: lastErrno() };
+  // cdb, sense and data were referenced by address only; keep them reachable here.
+  void cdb.length;
+  void data.length;
+  return {
+    kind: "done",
+    status: v.getUint8(64),
+    hostStatus: v.getUint16(68, true),
+    driverStatus: v.getUint16(70, true),
+    sense,
+    senseLen: v.getUint8(67),
+    resid: v.getInt32(72, true),
+    durationMs: v.getUint32(76, true),
+  };
+}

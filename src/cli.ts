@@ -1,0 +1,167 @@
+/**
+ * Command line, a drop-in for qemu-pr-helper's (same short and long options,
+ * same defaults), plus prhelperd's own settings. Parsing is pure: it returns
+ * options or throws {@linkcode CliError}; main.ts decides what to print.
+ *
+ * @module
+ */
+
+import { Command, CommanderError, InvalidArgumentError, Option } from "@commander-js/extra-typings";
+import denoJson from "../deno.json" with { type: "json" };
+
+/** prhelperd's version. */
+export const VERSION: string = denoJson.version;
+/** Where qemu-pr-helper listens by default. */
+export const DEFAULT_SOCKET = "/var/run/qemu-pr-helper.sock";
+/** qemu-pr-helper's default pidfile (written only with -d or -f). */
+export const DEFAULT_PIDFILE = "/var/run/qemu-pr-helper.pid";
+
+/** Everything the daemon needs from the command line. */
+export interface DaemonOptions {
+  /** Socket path; null when none was given (socket activation or the default). */
+  socket: string | null;
+  /** Pidfile path, or null if no pidfile is written. */
+  pidfile: string | null;
+  daemon: boolean;
+  user: string | null;
+  group: string | null;
+  /** 0 quiet .. 3 trace. */
+  verbosity: number;
+  /** -T arguments (accepted for compatibility, ignored). */
+  trace: string[];
+  sgioTimeoutMs: number;
+  stallTimeoutMs: number;
+  maxConnections: number;
+  maxSgioWorkers: number;
+}
+
+/** The outcome of parsing: run the daemon, or print text and exit. */
+export type CliResult =
+  | { kind: "daemon"; options: DaemonOptions }
+  | { kind: "exit"; code: number; stdout: string; stderr: string };
+
+/** Bad command line: message for stderr, exit status 1. */
+export class CliError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CliError";
+  }
+}
+
+function positiveInt(name: string, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value) || Number(value) < 1 || Number(value) > max) {
+      throw new InvalidArgumentError(`${name} "${value}" must be a whole number from 1 to ${max}`);
+    }
+    return Number(value);
+  };
+}
+
+function seconds(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n <= 0 || n > 86400) {
+      throw new InvalidArgumentError(
+        `${name} "${value}" must be a number of seconds, above 0, at most 86400`,
+      );
+    }
+    return Math.round(n * 1000);
+  };
+}
+
+/** Build the commander program (also used for --help and the man page test). */
+// deno-lint-ignore explicit-function-return-type
+export function buildProgram() {
+  return new Command()
+    .name("prhelperd")
+    .usage("[OPTIONS]")
+    .description(
+      "Persistent reservation helper for QEMU's pr-manager-helper: runs PERSISTENT RESERVE " +
+        "IN/OUT on the disks QEMU passes, after checking the device and the caller's access.",
+    )
+    .helpOption("-h, --help", "display this help and exit")
+    .version(`prhelperd ${VERSION}`, "-V, --version", "output version information and exit")
+    .option("-k, --socket <path>", `listen on this socket path (default ${DEFAULT_SOCKET})`)
+    .option("-f, --pidfile <path>", `write and lock a pidfile (default ${DEFAULT_PIDFILE} with -d)`)
+    .option("-d, --daemon", "detach and run in the background")
+    .option("-u, --user <user>", "user to drop privileges to (name or number)")
+    .option("-g, --group <group>", "group to drop privileges to (name or number)")
+    .option("-q, --quiet", "log only warnings and errors")
+    .addOption(
+      new Option("-v, --verbose", "log more (repeat for more)").argParser(
+        (_v: string, prev: number) => prev + 1,
+      ).default(0),
+    )
+    .addOption(
+      new Option("-T, --trace <spec>", "accepted for qemu-pr-helper compatibility; ignored")
+        .argParser((v: string, prev: string[]) => [...prev, v]).default([] as string[], "none"),
+    )
+    .addOption(
+      new Option("--sgio-timeout <seconds>", "SG_IO command timeout")
+        .argParser(seconds("--sgio-timeout")).default(60_000, "60"),
+    )
+    .addOption(
+      new Option(
+        "--stall-timeout <seconds>",
+        "drop a client stalled inside a request, or not reading its reply, after this long",
+      ).argParser(seconds("--stall-timeout")).default(30_000, "30"),
+    )
+    .addOption(
+      new Option("--max-connections <n>", "connections served at once; more are refused")
+        .argParser(positiveInt("--max-connections", 1_000_000)).default(1024),
+    )
+    .addOption(
+      new Option("--max-sgio-workers <n>", "threads running SG_IO at once")
+        .argParser(positiveInt("--max-sgio-workers", 256)).default(16),
+    )
+    .allowExcessArguments(false);
+}
+
+/** Parse the daemon's arguments (without the program name). */
+export function parseArgs(args: string[]): CliResult {
+  let stdout = "";
+  let stderr = "";
+  const program = buildProgram()
+    .exitOverride()
+    .configureOutput({
+      writeOut: (s) => stdout += s,
+      writeErr: (s) => stderr += s,
+    });
+  try {
+    program.parse(args, { from: "user" });
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === "commander.helpDisplayed" || e.code === "commander.version") {
+        return { kind: "exit", code: 0, stdout, stderr };
+      }
+      return { kind: "exit", code: 1, stdout, stderr: stderr || `${e.message}\n` };
+    }
+    throw e;
+  }
+  const o = program.opts();
+  const verbose = Number(o.verbose);
+  if (o.quiet && verbose > 0) {
+    return {
+      kind: "exit",
+      code: 1,
+      stdout,
+      stderr: "error: -q/--quiet and -v/--verbose exclude each other\n",
+    };
+  }
+  return {
+    kind: "daemon",
+    options: {
+      socket: o.socket ?? null,
+      pidfile: o.pidfile ?? (o.daemon ? DEFAULT_PIDFILE : null),
+      daemon: o.daemon ?? false,
+      user: o.user ?? null,
+      group: o.group ?? null,
+      verbosity: o.quiet ? 0 : Math.min(3, 1 + verbose),
+      trace: o.trace,
+      sgioTimeoutMs: o.sgioTimeout,
+      stallTimeoutMs: o.stallTimeout,
+      maxConnections: o.maxConnections,
+      maxSgioWorkers: o.maxSgioWorkers,
+    },
+  };
+}

@@ -1,0 +1,102 @@
+/**
+ * Which fds the helper passes PR commands to: the decision (pure) and the
+ * facts it is made from (read from fstat and sysfs at the edge).
+ *
+ * Allowed: a whole-disk SCSI block device, or a SCSI generic (sg) character
+ * device. Refused, with CHECK CONDITION ILLEGAL REQUEST / INVALID COMMAND
+ * OPERATION CODE (05/20/00, what a guest reads as "PR not supported"):
+ * partitions (with CAP_SYS_RAWIO the kernel would send SG_IO from a partition
+ * to the whole LUN), device-mapper devices other than multipath, non-SCSI
+ * block devices, regular files, pipes, sockets, directories and every other
+ * character device.
+ *
+ * @module
+ */
+
+import {
+  type FileKind,
+  fileStatusFlags,
+  fstatFd,
+  O_ACCMODE,
+  O_RDONLY,
+  readLink,
+} from "../ffi/libc.ts";
+import { readSmallFile } from "../ffi/libc.ts";
+import { Sense, type SenseCode } from "./sense.ts";
+
+/** What the kernel says about a received fd. */
+export interface DeviceFacts {
+  kind: FileKind;
+  major: number;
+  minor: number;
+  /** The fd was opened O_RDONLY. */
+  readOnly: boolean;
+  /** Block device that is a partition. */
+  partition: boolean;
+  /** Block device whose parent is a SCSI device, or an sg character device. */
+  scsi: boolean;
+  /** device-mapper uuid, for dm block devices ("" if the device has none). */
+  dmUuid: string | null;
+}
+
+/** The class of device a request goes to. */
+export type DeviceClass = "scsi-disk" | "scsi-generic" | "multipath";
+
+/** Outcome of {@linkcode decideDevice}. */
+export type DeviceDecision =
+  | { ok: true; deviceClass: DeviceClass; fileClass: "blk_file" | "chr_file" }
+  | { ok: false; reason: string; sense: SenseCode };
+
+function refuse(reason: string): DeviceDecision {
+  return { ok: false, reason, sense: Sense.INVALID_OPCODE };
+}
+
+/** Decide from the facts whether this fd may receive a PR command. */
+export function decideDevice(facts: DeviceFacts): DeviceDecision {
+  const dev = `${facts.major}:${facts.minor}`;
+  switch (facts.kind) {
+    case "block":
+      if (facts.dmUuid !== null) {
+        if (facts.dmUuid.startsWith("mpath-")) {
+          return { ok: true, deviceClass: "multipath", fileClass: "blk_file" };
+        }
+        return refuse(`block device ${dev} is a device-mapper device that is not multipath`);
+      }
+      if (facts.partition) return refuse(`block device ${dev} is a partition, not a whole disk`);
+      if (!facts.scsi) return refuse(`block device ${dev} is not a SCSI device`);
+      return { ok: true, deviceClass: "scsi-disk", fileClass: "blk_file" };
+    case "char":
+      if (!facts.scsi) return refuse(`character device ${dev} is not a SCSI generic (sg) device`);
+      return { ok: true, deviceClass: "scsi-generic", fileClass: "chr_file" };
+    default:
+      return refuse(
+        `fd is a ${facts.kind === "unknown" ? "file of unknown type" : facts.kind}, not a device`,
+      );
+  }
+}
+
+/** Read the facts about an fd from fstat(2), fcntl(2) and sysfs. */
+export function probeDevice(fd: number): DeviceFacts {
+  const st = fstatFd(fd);
+  const readOnly = (fileStatusFlags(fd) & O_ACCMODE) === O_RDONLY;
+  const facts: DeviceFacts = {
+    kind: st.kind,
+    major: st.rdevMajor,
+    minor: st.rdevMinor,
+    readOnly,
+    partition: false,
+    scsi: false,
+    dmUuid: null,
+  };
+  const id = `${st.rdevMajor}:${st.rdevMinor}`;
+  if (st.kind === "block") {
+    const sys = `/sys/dev/block/${id}`;
+    facts.partition = readSmallFile(`${sys}/partition`, 64) !== null;
+    const dm = readSmallFile(`${sys}/dm/uuid`, 256);
+    facts.dmUuid = dm === null ? null : dm.trim();
+    facts.scsi = (readLink(`${sys}/device/subsystem`) ?? "").endsWith("/scsi");
+  } else if (st.kind === "char") {
+    facts.scsi = (readLink(`/sys/dev/char/${id}/subsystem`) ?? "").endsWith("/scsi_generic");
+  }
+  return facts;
+}

@@ -1,0 +1,192 @@
+/**
+ * The listening socket: created at a path (-k), or inherited from systemd
+ * socket activation (LISTEN_PID / LISTEN_FDS = 1, fd 3).
+ *
+ * Unlike qemu-pr-helper, a helper started on a path where a live helper
+ * listens fails and leaves the first one alone: a lock file `PATH.lock` is
+ * taken before anything is unlinked, and an existing socket is removed only
+ * if nobody accepts connections on it.
+ *
+ * @module
+ */
+
+import { Errno, SysError } from "../ffi/errno.ts";
+import {
+  AF_UNIX,
+  bindUnix,
+  closeFd,
+  connectUnix,
+  listenSocket,
+  O_CREAT,
+  O_RDWR,
+  openPath,
+  setCloexec,
+  setNonblocking,
+  socketInfo,
+  statPath,
+  tryLockExclusive,
+  unixSocket,
+  unlinkPath,
+} from "../ffi/libc.ts";
+
+/** First fd passed by socket activation (SD_LISTEN_FDS_START). */
+export const LISTEN_FDS_START = 3;
+/** listen(2) backlog. */
+export const LISTEN_BACKLOG = 128;
+
+/** A listening socket and how to clean it up. */
+export interface Listener {
+  fd: number;
+  /** Where it listens ("fd 3 (socket activation)" when inherited). */
+  description: string;
+  /** Remove what we created (socket file, lock); keep an inherited socket. */
+  close(): void;
+}
+
+/** A start-up problem the user must fix; main prints the message and exits 1. */
+export class StartupError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "StartupError";
+  }
+}
+
+/** The socket-activation variables, as read from the environment. */
+export interface ActivationEnv {
+  LISTEN_PID?: string;
+  LISTEN_FDS?: string;
+  LISTEN_FDNAMES?: string;
+}
+
+/** Socket activation in effect: the fd count and names, or null if not activated. */
+export function parseActivation(
+  env: ActivationEnv,
+  pid: number,
+): { count: number; names: string[] } | null {
+  if (env.LISTEN_PID === undefined || env.LISTEN_FDS === undefined) return null;
+  if (!/^\d+$/.test(env.LISTEN_PID) || Number(env.LISTEN_PID) !== pid) return null;
+  if (!/^\d+$/.test(env.LISTEN_FDS)) {
+    throw new StartupError(`LISTEN_FDS="${env.LISTEN_FDS}" is not a number`);
+  }
+  const names = env.LISTEN_FDNAMES ? env.LISTEN_FDNAMES.split(":") : [];
+  return { count: Number(env.LISTEN_FDS), names };
+}
+
+/** Adopt fd 3 from socket activation after checking it is a listening unix stream socket. */
+export function adoptActivatedSocket(activation: { count: number; names: string[] }): Listener {
+  if (activation.count !== 1) {
+    throw new StartupError(
+      `socket activation passed ${activation.count} sockets (LISTEN_FDS); prhelperd takes exactly 1`,
+    );
+  }
+  const fd = LISTEN_FDS_START;
+  let info;
+  try {
+    info = socketInfo(fd);
+  } catch (e) {
+    throw new StartupError(
+      `socket activation: fd 3 is not a usable socket: ${(e as Error).message}`,
+    );
+  }
+  if (info.family !== AF_UNIX || !info.stream || !info.listening) {
+    throw new StartupError("socket activation: fd 3 must be a listening AF_UNIX stream socket");
+  }
+  setCloexec(fd, true);
+  setNonblocking(fd, true);
+  const name = activation.names[0];
+  return {
+    fd,
+    description: `fd 3 (socket activation${name ? `, name ${name}` : ""})`,
+    close() {
+      // systemd owns the socket file; leave it
+      try {
+        closeFd(fd);
+      } catch { /* already closed */ }
+    },
+  };
+}
+
+/** Create, bind and listen on `path`, refusing to take over a live helper's socket. */
+export function listenAtPath(path: string): Listener {
+  if (!path.startsWith("/")) {
+    throw new StartupError(`socket path "${path}" must be absolute`);
+  }
+  if (new TextEncoder().encode(path).length > 107) {
+    throw new StartupError(`socket path "${path}" is longer than 107 bytes`);
+  }
+  const lockPath = `${path}.lock`;
+  let lockFd: number;
+  try {
+    lockFd = openPath(lockPath, O_RDWR | O_CREAT, 0o600);
+  } catch (e) {
+    throw new StartupError(`cannot open lock file ${lockPath}: ${(e as Error).message}`);
+  }
+  if (!tryLockExclusive(lockFd)) {
+    closeFd(lockFd);
+    throw new StartupError(`another prhelperd holds ${lockPath}; it serves ${path}`);
+  }
+  const release = () => {
+    try {
+      unlinkPath(lockPath);
+    } catch { /* gone */ }
+    try {
+      closeFd(lockFd);
+    } catch { /* closed */ }
+  };
+  try {
+    const existing = statPath(path);
+    if (existing !== null) {
+      if (existing.kind !== "socket") {
+        throw new StartupError(`${path} exists and is not a socket; not removing it`);
+      }
+      if (socketIsLive(path)) {
+        throw new StartupError(`a helper is already listening on ${path}; not taking it over`);
+      }
+      unlinkPath(path);
+    }
+    const fd = unixSocket({ nonblocking: true });
+    try {
+      bindUnix(fd, path);
+      listenSocket(fd, LISTEN_BACKLOG);
+    } catch (e) {
+      closeFd(fd);
+      throw new StartupError(`cannot listen on ${path}: ${(e as Error).message}`);
+    }
+    const mine = statPath(path);
+    return {
+      fd,
+      description: path,
+      close() {
+        try {
+          closeFd(fd);
+        } catch { /* closed */ }
+        // remove the socket file only if it is still the one we bound
+        const now = statPath(path);
+        if (now && mine && now.ino === mine.ino && now.dev === mine.dev) {
+          try {
+            unlinkPath(path);
+          } catch { /* no right to remove it any more */ }
+        }
+        release();
+      },
+    };
+  } catch (e) {
+    release();
+    throw e;
+  }
+}
+
+function socketIsLive(path: string): boolean {
+  const probe = unixSocket();
+  try {
+    connectUnix(probe, path);
+    return true;
+  } catch (e) {
+    if (e instanceof SysError && (e.errno === Errno.ECONNREFUSED || e.errno === Errno.ENOENT)) {
+      return false;
+    }
+    throw new StartupError(`cannot tell whether ${path} is in use: ${(e as Error).message}`);
+  } finally {
+    closeFd(probe);
+  }
+}

@@ -1,0 +1,103 @@
+/**
+ * Logging: LogTape with one sink that writes lines to stderr. Under systemd
+ * (JOURNAL_STREAM names our stderr) each line starts with the sd-daemon
+ * priority prefix `<N>` that journald turns into PRIORITY=N.
+ *
+ * Verbosity follows qemu-pr-helper: 0 (-q) errors and warnings, 1 (default)
+ * adds info, 2 (-v) debug, 3 (-vv) trace.
+ *
+ * @module
+ */
+
+import {
+  configure,
+  getLogger,
+  type Logger,
+  type LogLevel,
+  type LogRecord,
+  reset,
+} from "@logtape/logtape";
+import { fstatFd } from "../ffi/libc.ts";
+
+const PRIORITY: Record<LogLevel, number> = {
+  fatal: 2,
+  error: 3,
+  warning: 4,
+  info: 6,
+  debug: 7,
+  trace: 7,
+};
+
+const LEVEL_BY_VERBOSITY: LogLevel[] = ["warning", "info", "debug", "trace"];
+
+/** true if stderr is the stream systemd named in JOURNAL_STREAM (`dev:ino`). */
+export function stderrIsJournal(journalStream: string | undefined): boolean {
+  if (!journalStream) return false;
+  const [dev, ino] = journalStream.split(":");
+  try {
+    const st = fstatFd(2);
+    return st.dev === BigInt(dev) && st.ino === BigInt(ino);
+  } catch {
+    return false;
+  }
+}
+
+function formatValue(v: unknown): string {
+  const s = typeof v === "string" ? v : typeof v === "bigint" ? `${v}` : JSON.stringify(v);
+  return /[\s"=]/.test(s ?? "") ? JSON.stringify(s) : String(s);
+}
+
+/** One log line (without a trailing newline). */
+export function formatLine(record: LogRecord, journal: boolean): string {
+  let msg = record.message.map((m) => typeof m === "string" ? m : formatValue(m)).join("");
+  const raw = typeof record.rawMessage === "string"
+    ? record.rawMessage
+    : record.rawMessage.join("");
+  for (const [k, v] of Object.entries(record.properties)) {
+    if (!raw.includes(`{${k}}`) && v !== undefined) msg += ` ${k}=${formatValue(v)}`;
+  }
+  const prefix = journal ? `<${PRIORITY[record.level]}>` : "";
+  const level = journal ? "" : `${record.level.toUpperCase()} `;
+  return `${prefix}${level}${record.category.join(".")}: ${msg}`;
+}
+
+/** Options of {@linkcode setupLogging}. */
+export interface LoggingOptions {
+  /** 0 quiet .. 3 trace. */
+  verbosity: number;
+  /** Write `<N>` prefixes (stderr is the journal). */
+  journal: boolean;
+}
+
+const encoder = new TextEncoder();
+
+/** Configure LogTape once for the process; logs go to stderr. */
+export async function setupLogging(options: LoggingOptions): Promise<void> {
+  const level = LEVEL_BY_VERBOSITY[Math.max(0, Math.min(3, options.verbosity))];
+  await configure({
+    reset: true,
+    sinks: {
+      stderr(record: LogRecord) {
+        try {
+          Deno.stderr.writeSync(encoder.encode(formatLine(record, options.journal) + "\n"));
+        } catch {
+          // stderr gone (e.g. closed by a daemonizing parent): nothing to report to
+        }
+      },
+    },
+    loggers: [
+      { category: ["prhelperd"], lowestLevel: level, sinks: ["stderr"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
+    ],
+  });
+}
+
+/** Drop the logging configuration (tests). */
+export async function resetLogging(): Promise<void> {
+  await reset();
+}
+
+/** The logger of a part of the daemon, e.g. `logger("conn")`. */
+export function logger(...category: string[]): Logger {
+  return getLogger(["prhelperd", ...category]);
+}

@@ -1,0 +1,85 @@
+/**
+ * The pidfile: created, locked for the daemon's lifetime (a second instance
+ * fails on the lock), and removed on a clean exit.
+ *
+ * @module
+ */
+
+import {
+  closeFd,
+  getPid,
+  O_CREAT,
+  O_RDWR,
+  openPath,
+  readFd,
+  rewindFd,
+  statPath,
+  truncateFd,
+  tryLockExclusive,
+  unlinkPath,
+  writeAll,
+} from "../ffi/libc.ts";
+import { StartupError } from "./listener.ts";
+
+/** A held pidfile. */
+export interface Pidfile {
+  path: string;
+  /** The locked fd (kept open; survives a re-exec if its CLOEXEC is cleared). */
+  fd: number;
+  /** Rewrite the pid (after a re-exec or a detach changed it). */
+  rewrite(): void;
+  /** Unlink and close. */
+  remove(): void;
+}
+
+/** Create and lock `path` and write our pid into it. */
+export function acquirePidfile(path: string): Pidfile {
+  if (!path.startsWith("/")) throw new StartupError(`pidfile path "${path}" must be absolute`);
+  let fd: number;
+  try {
+    fd = openPath(path, O_RDWR | O_CREAT, 0o644);
+  } catch (e) {
+    throw new StartupError(`cannot open pidfile ${path}: ${(e as Error).message}`);
+  }
+  if (!tryLockExclusive(fd)) {
+    const buf = new Uint8Array(32);
+    const n = readFd(fd, buf) ?? 0;
+    const other = new TextDecoder().decode(buf.subarray(0, n)).trim();
+    closeFd(fd);
+    throw new StartupError(
+      `pidfile ${path} is locked by another instance${other ? ` (pid ${other})` : ""}`,
+    );
+  }
+  return adoptPidfile(path, fd);
+}
+
+/** Wrap an already locked pidfile fd (e.g. inherited across a re-exec). */
+export function adoptPidfile(path: string, fd: number): Pidfile {
+  const held = statPath(path);
+  const pidfile: Pidfile = {
+    path,
+    fd,
+    rewrite() {
+      truncateFd(fd, 0);
+      writeAllAt0(fd, `${getPid()}\n`);
+    },
+    remove() {
+      const now = statPath(path);
+      if (now && held && now.ino === held.ino && now.dev === held.dev) {
+        try {
+          unlinkPath(path);
+        } catch { /* no right to remove it any more */ }
+      }
+      try {
+        closeFd(fd);
+      } catch { /* closed */ }
+    },
+  };
+  pidfile.rewrite();
+  return pidfile;
+}
+
+function writeAllAt0(fd: number, text: string): void {
+  rewindFd(fd);
+  writeAll(fd, new TextEncoder().encode(text));
+}

@@ -1,0 +1,334 @@
+/**
+ * The event loop: one poll(2) over the listening socket, a wake-up pipe and
+ * every connection that is waiting for input or for its reply to drain. The
+ * poll runs on Deno's blocking pool, so the JS thread stays free; reads and
+ * writes are non-blocking and synchronous; SG_IO runs on Workers
+ * (src/executor.ts). A connection with a request in flight is not polled, so
+ * its next frame stays in the socket until the reply is written.
+ *
+ * @module
+ */
+
+import { SysError } from "../ffi/errno.ts";
+import {
+  acceptConnection,
+  makePipe,
+  peerCred,
+  peerSecurityContext,
+  POLLERR,
+  POLLHUP,
+  POLLIN,
+  POLLNVAL,
+  POLLOUT,
+  PollSet,
+  readFd,
+  writeSome,
+} from "../ffi/libc.ts";
+import { Connection, safeClose } from "./connection.ts";
+import { logger } from "./log.ts";
+import { type HandlerContext, handleRequest, type Peer } from "./request_handler.ts";
+import { encodeReply, type Request } from "./wire.ts";
+import { checkCondition, Sense } from "./sense.ts";
+
+/** Options of {@linkcode Server}. */
+export interface ServerOptions {
+  /** A listening, non-blocking AF_UNIX stream socket. */
+  listenFd: number;
+  handler: HandlerContext;
+  /** Connections beyond this are accepted, logged and closed at once. */
+  maxConnections: number;
+  /** A peer that stalls inside a frame, or does not read its reply, for this long is dropped. */
+  stallTimeoutMs: number;
+  /** Decide whether a peer may use the helper at all: a reason to refuse, or null. */
+  admit?: (peer: Peer) => string | null;
+  /** Called after each change of the counters (for sd_notify STATUS=). */
+  onStats?: (stats: ServerStats) => void;
+}
+
+/** Counters of a running server. */
+export interface ServerStats {
+  connections: number;
+  requests: number;
+  accepted: number;
+  refused: number;
+}
+
+const log = logger("server");
+const ACCEPT_BACKOFF_MS = 200;
+
+/** The helper's accept/serve loop. */
+export class Server {
+  readonly #opts: ServerOptions;
+  readonly #conns = new Map<number, Connection>();
+  readonly #wake: [number, number];
+  readonly #poll = new PollSet(256);
+  #stopping = false;
+  #acceptPausedUntil = 0;
+  #nextConnection = 1;
+  #inFlight = 0;
+  readonly #stats: ServerStats = { connections: 0, requests: 0, accepted: 0, refused: 0 };
+
+  constructor(options: ServerOptions) {
+    this.#opts = options;
+    this.#wake = makePipe(true);
+  }
+
+  /** Current counters. */
+  get stats(): ServerStats {
+    return { ...this.#stats, connections: this.#conns.size };
+  }
+
+  /** Requests being executed right now. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
+  /**
+   * Stop accepting; requests in flight complete and their replies are
+   * written; idle connections are dropped. {@linkcode Server.run} then returns.
+   */
+  stop(): void {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    this.#wakeUp();
+  }
+
+  /** Serve until {@linkcode Server.stop} and the drain are done. */
+  async run(): Promise<void> {
+    try {
+      for (;;) {
+        const now = Date.now();
+        if (this.#stopping) this.#dropIdle();
+        this.#expireStalled(now);
+        if (this.#stopping && this.#conns.size === 0 && this.#inFlight === 0) break;
+        const timeout = this.#buildPollSet(now);
+        await this.#poll.pollAsync(timeout);
+        this.#dispatchEvents(Date.now());
+      }
+    } finally {
+      for (const c of this.#conns.values()) c.close();
+      this.#conns.clear();
+      safeClose(this.#wake[0]);
+      safeClose(this.#wake[1]);
+    }
+  }
+
+  #buildPollSet(now: number): number {
+    const ps = this.#poll;
+    ps.clear();
+    ps.add(this.#wake[0], POLLIN);
+    let timeout = -1;
+    if (!this.#stopping) {
+      if (now >= this.#acceptPausedUntil) ps.add(this.#opts.listenFd, POLLIN);
+      else timeout = this.#acceptPausedUntil - now;
+    }
+    for (const c of this.#conns.values()) {
+      if (c.writing) ps.add(c.fd, POLLOUT);
+      else if (!c.busy) ps.add(c.fd, POLLIN);
+      else continue;
+      if (c.waitingSince !== 0) {
+        const left = Math.max(0, c.waitingSince + this.#opts.stallTimeoutMs - now);
+        timeout = timeout < 0 ? left : Math.min(timeout, left);
+      }
+    }
+    return timeout;
+  }
+
+  #dispatchEvents(now: number): void {
+    const ps = this.#poll;
+    for (let i = 0; i < ps.size; i++) {
+      const ev = ps.revents(i);
+      if (ev === 0) continue;
+      const fd = ps.fd(i);
+      if (fd === this.#wake[0]) {
+        const sink = new Uint8Array(64);
+        while ((readFd(fd, sink) ?? 0) > 0) { /* drain */ }
+      } else if (fd === this.#opts.listenFd) {
+        this.#acceptAll(now);
+      } else {
+        const c = this.#conns.get(fd);
+        if (!c || c.closed) continue;
+        if (ev & POLLNVAL) this.#drop(c, "invalid fd");
+        else if (c.writing) this.#flush(c, now);
+        else if (ev & (POLLIN | POLLHUP | POLLERR)) this.#read(c, now);
+      }
+    }
+  }
+
+  #acceptAll(now: number): void {
+    for (let n = 0; n < 64; n++) {
+      let fd: number | null;
+      try {
+        fd = acceptConnection(this.#opts.listenFd);
+      } catch (e) {
+        const err = e as SysError;
+        log.warning("accept failed ({code}); pausing accepts for {ms} ms", {
+          code: err.code ?? String(e),
+          ms: ACCEPT_BACKOFF_MS,
+        });
+        this.#acceptPausedUntil = now + ACCEPT_BACKOFF_MS;
+        return;
+      }
+      if (fd === null) return;
+      this.#admit(fd, now);
+    }
+  }
+
+  #admit(fd: number, now: number): void {
+    const id = this.#nextConnection++;
+    let peer: Peer;
+    try {
+      const cred = peerCred(fd);
+      peer = { ...cred, context: peerSecurityContext(fd), connection: id };
+    } catch (e) {
+      log.warning("closing connection {id}: cannot read peer credentials: {error}", {
+        id,
+        error: String(e),
+      });
+      safeClose(fd);
+      this.#stats.refused++;
+      return;
+    }
+    const fields = {
+      id,
+      pid: peer.pid,
+      uid: peer.uid,
+      gid: peer.gid,
+      context: peer.context ?? "-",
+    };
+    if (this.#conns.size >= this.#opts.maxConnections) {
+      log.warning("refusing connection {id}: {max} connections open (--max-connections)", {
+        ...fields,
+        max: this.#opts.maxConnections,
+      });
+      safeClose(fd);
+      this.#stats.refused++;
+      return;
+    }
+    const refusal = this.#opts.admit?.(peer) ?? null;
+    if (refusal !== null) {
+      log.warning("refusing connection {id}: {reason}", { ...fields, reason: refusal });
+      safeClose(fd);
+      this.#stats.refused++;
+      return;
+    }
+    const c = new Connection(fd, peer);
+    this.#conns.set(fd, c);
+    this.#stats.accepted++;
+    log.debug("connection {id} accepted", fields);
+    this.#flush(c, now);
+    this.#notify();
+  }
+
+  #read(c: Connection, now: number): void {
+    const r = c.read(now);
+    switch (r.kind) {
+      case "wait":
+        return;
+      case "eof":
+        log.debug("connection {id} closed by peer", { id: c.peer.connection, pid: c.peer.pid });
+        this.#drop(c, null);
+        return;
+      case "close":
+        this.#drop(c, `protocol: ${r.reason}`);
+        return;
+      case "request":
+        if (this.#stopping) {
+          // arrived after the stop: answer as a busy device would, so nothing is lost silently
+          safeClose(r.request.fd);
+          c.queue(encodeReply({ status: 0x08 }, r.request.frame));
+          this.#flush(c, now);
+          return;
+        }
+        c.busy = true;
+        this.#inFlight++;
+        void this.#serve(c, r.request);
+    }
+  }
+
+  async #serve(c: Connection, request: Request): Promise<void> {
+    let bytes: Uint8Array;
+    try {
+      const reply = await handleRequest(this.#opts.handler, { peer: c.peer, request });
+      bytes = encodeReply(reply, request.frame);
+    } catch (e) {
+      log.error("request failed unexpectedly: {error}", {
+        error: String(e),
+        id: c.peer.connection,
+      });
+      bytes = encodeReply(checkCondition(Sense.LUN_COMM_FAILURE), request.frame);
+    } finally {
+      safeClose(request.fd);
+      this.#inFlight--;
+    }
+    c.busy = false;
+    c.requests++;
+    this.#stats.requests++;
+    if (!c.closed) {
+      c.queue(bytes);
+      this.#flush(c, Date.now());
+    }
+    this.#notify();
+    this.#wakeUp();
+  }
+
+  #flush(c: Connection, now: number): void {
+    try {
+      const done = c.flush(now);
+      if (done && this.#stopping && !c.busy) this.#drop(c, null);
+    } catch (e) {
+      this.#drop(c, `write: ${(e as SysError).code ?? e}`);
+    }
+  }
+
+  #dropIdle(): void {
+    for (const c of [...this.#conns.values()]) {
+      if (!c.busy && !c.writing) this.#drop(c, null);
+    }
+  }
+
+  #expireStalled(now: number): void {
+    for (const c of [...this.#conns.values()]) {
+      if (c.waitingSince !== 0 && now - c.waitingSince >= this.#opts.stallTimeoutMs) {
+        this.#drop(
+          c,
+          `stalled for ${this.#opts.stallTimeoutMs} ms ${
+            c.writing ? "not reading its reply" : "inside a frame"
+          }`,
+        );
+      }
+    }
+  }
+
+  #drop(c: Connection, reason: string | null): void {
+    if (reason !== null) {
+      log.info("closing connection {id}: {reason}", {
+        id: c.peer.connection,
+        reason,
+        pid: c.peer.pid,
+        uid: c.peer.uid,
+      });
+    }
+    this.#conns.delete(c.fd);
+    c.close();
+    this.#notify();
+  }
+
+  #notify(): void {
+    this.#opts.onStats?.(this.stats);
+  }
+
+  #wakeUp(): void {
+    try {
+      sendWake(this.#wake[1]);
+    } catch {
+      // pipe full: a wake-up is already pending
+    }
+  }
+}
+
+const ONE = new Uint8Array([1]);
+
+function sendWake(fd: number): void {
+  writeSome(fd, ONE);
+}
