@@ -7,6 +7,9 @@
 import { parseArgs } from "./src/cli.ts";
 import { runDaemon } from "./src/daemon.ts";
 import { StartupError } from "./src/listener.ts";
+import { DEFAULT_SOCKET, VERSION } from "./src/cli.ts";
+import { clientMain } from "./src/tools/client_command.ts";
+import { checkMain } from "./src/tools/check_command.ts";
 
 async function main(args: string[]): Promise<number> {
   const parsed = parseArgs(args);
@@ -14,6 +17,11 @@ async function main(args: string[]): Promise<number> {
     if (parsed.stdout) Deno.stdout.writeSync(new TextEncoder().encode(parsed.stdout));
     if (parsed.stderr) Deno.stderr.writeSync(new TextEncoder().encode(parsed.stderr));
     return parsed.code;
+  }
+  if (parsed.kind === "tool") {
+    // imported statically: a dynamic import would need npm metadata under --cached-only
+    const tool = { defaultSocket: DEFAULT_SOCKET, version: VERSION };
+    return await (parsed.tool === "client" ? clientMain : checkMain)(parsed.args, tool);
   }
   try {
     return await runDaemon(parsed.options);

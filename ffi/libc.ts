@@ -138,6 +138,20 @@ const symbols = {
   getpwuid_r: { parameters: ["u32", "buffer", "buffer", "usize", "buffer"], result: "i32" },
   // int getgrnam_r(const char *name, struct group *grp, char *buf, size_t len, struct group **result)
   getgrnam_r: { parameters: ["buffer", "buffer", "buffer", "usize", "buffer"], result: "i32" },
+  // int dup2(int oldfd, int newfd)
+  dup2: { parameters: ["i32", "i32"], result: "i32" },
+  // int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+  //                 const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+  posix_spawn: {
+    parameters: ["buffer", "buffer", "buffer", "buffer", "buffer", "buffer"],
+    result: "i32",
+  },
+  // int posix_spawnattr_init(posix_spawnattr_t *attr)
+  posix_spawnattr_init: { parameters: ["buffer"], result: "i32" },
+  // int posix_spawnattr_setflags(posix_spawnattr_t *attr, short flags)
+  posix_spawnattr_setflags: { parameters: ["buffer", "i16"], result: "i32" },
+  // int posix_spawnattr_destroy(posix_spawnattr_t *attr)
+  posix_spawnattr_destroy: { parameters: ["buffer"], result: "i32" },
   // int chdir(const char *path)
   chdir: { parameters: ["buffer"], result: "i32" },
   // int execve(const char *path, char *const argv[], char *const envp[])
@@ -181,6 +195,20 @@ export function cStringAt(addr: bigint): string {
 /** Release memory that a C library allocated with malloc. */
 export function freeNative(addr: bigint): void {
   libc.free(addr);
+}
+
+/**
+ * A NULL-terminated `char *[]` (argv, envp) for a call. The strings are pushed
+ * onto `keep`, which the caller must hold until the call returns.
+ */
+export function cStringTable(items: readonly string[], keep: Uint8Array[]): Uint8Array {
+  const table = new BigUint64Array(items.length + 1);
+  items.forEach((s, i) => {
+    const c = cString(s);
+    keep.push(c);
+    table[i] = addressOf(c);
+  });
+  return new Uint8Array(table.buffer);
 }
 
 /** A NUL-terminated copy of a string, for `const char *` parameters. */
@@ -303,9 +331,12 @@ export function acceptConnection(fd: number): number | null {
   throw new SysError("accept4", e);
 }
 
-/** shutdown(2) both directions; errors (e.g. ENOTCONN) are ignored. */
-export function shutdownSocket(fd: number): void {
-  libc.shutdown(fd, 2);
+/** shutdown(2), both directions unless `how` says; errors (e.g. ENOTCONN) are ignored. */
+export function shutdownSocket(
+  fd: number,
+  options: { how?: "read" | "write" | "both" } = {},
+): void {
+  libc.shutdown(fd, options.how === "read" ? 0 : options.how === "write" ? 1 : 2);
 }
 
 /** Peer credentials of a unix socket (SO_PEERCRED). */

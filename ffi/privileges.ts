@@ -120,7 +120,11 @@ export function inBoundingSet(cap: number): boolean {
 export function boundingSet(): bigint {
   let mask = 0n;
   const last = lastCap();
-  for (let c = 0; c <= last; c++) if (inBoundingSet(c)) mask |= capBit(c);
+  for (let c = 0; c <= last; c++) {
+    const rc = libc.prctl(PR_CAPBSET_READ, BigInt(c), 0n, 0n, 0n);
+    if (rc < 0) break; // EINVAL: past the last capability (cap_last_cap was not readable)
+    if (rc === 1) mask |= capBit(c);
+  }
   return mask;
 }
 

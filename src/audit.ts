@@ -16,6 +16,7 @@
  */
 
 import { closeFd, O_RDONLY, openPath, readFd } from "../ffi/libc.ts";
+import { parsePrCdb } from "./cdb.ts";
 
 // ---------------------------------------------------------------- key=value
 
@@ -57,18 +58,6 @@ function quoteValue(v: string): string {
 
 // ---------------------------------------------------------------- PR OUT names
 
-const SERVICE_ACTIONS = [
-  "REGISTER",
-  "RESERVE",
-  "RELEASE",
-  "CLEAR",
-  "PREEMPT",
-  "PREEMPT AND ABORT",
-  "REGISTER AND IGNORE EXISTING KEY",
-  "REGISTER AND MOVE",
-  "REPLACE LOST RESERVATION",
-];
-
 const TYPES: Record<number, string> = {
   0: "none",
   1: "Write Exclusive",
@@ -78,11 +67,6 @@ const TYPES: Record<number, string> = {
   7: "Write Exclusive, All Registrants",
   8: "Exclusive Access, All Registrants",
 };
-
-/** The name of a PR OUT service action (SPC-4 6.16.2), e.g. 6 → "REGISTER AND IGNORE EXISTING KEY". */
-export function prOutServiceActionName(sa: number): string {
-  return SERVICE_ACTIONS[sa] ?? `reserved (0x${sa.toString(16).padStart(2, "0")})`;
-}
 
 /** The name of a persistent reservation type, e.g. 5 → "Write Exclusive, Registrants Only". */
 export function prTypeName(type: number): string {
@@ -225,22 +209,21 @@ export interface AuditInputs {
 /** Build the record for one PR OUT (reads sysfs unless `identity` is given). */
 export function buildAuditRecord(inputs: AuditInputs): AuditRecord {
   const { cdb, device } = inputs;
-  if (cdb.length < 10 || cdb[0] !== 0x5f) {
+  const command = cdb[0] === 0x5f && cdb.length >= 10 ? parsePrCdb(cdb) : null;
+  if (command === null) {
     throw new RangeError(
       `audit: CDB ${[...cdb.subarray(0, 2)].map((b) => b.toString(16)).join(" ")}… is not PR OUT`,
     );
   }
   const identity = inputs.identity ?? readDeviceIdentity(device.kind, device);
-  const sa = cdb[1] & 0x1f;
-  const type = cdb[2] & 0x0f;
   return {
     peer: { ...inputs.peer },
     device: { ...device, serial: identity.serial, naa: identity.naa ?? identity.wwid },
-    serviceAction: sa,
-    serviceActionName: prOutServiceActionName(sa),
-    scope: cdb[2] >> 4,
-    type,
-    typeName: prTypeName(type),
+    serviceAction: command.serviceAction,
+    serviceActionName: command.serviceActionName,
+    scope: command.scope,
+    type: command.type,
+    typeName: prTypeName(command.type),
     result: inputs.result,
   };
 }
@@ -259,31 +242,47 @@ export function senseTriple(
   return null;
 }
 
-const STATUS_NAMES: Record<number, string> = {
+const STATUS_TOKENS: Record<number, string> = {
   0x00: "GOOD",
-  0x02: "CHECK CONDITION",
+  0x02: "CHECK_CONDITION",
   0x08: "BUSY",
-  0x18: "RESERVATION CONFLICT",
-  0x28: "TASK SET FULL",
-  0x30: "ACA ACTIVE",
-  0x40: "TASK ABORTED",
+  0x18: "RESERVATION_CONFLICT",
+  0x28: "TASK_SET_FULL",
+  0x30: "ACA_ACTIVE",
+  0x40: "TASK_ABORTED",
+};
+
+const TYPE_TOKENS: Record<number, string> = {
+  0: "none",
+  1: "WE",
+  3: "EA",
+  5: "WE_RO",
+  6: "EA_RO",
+  7: "WE_AR",
+  8: "EA_AR",
 };
 
 const hex2 = (n: number) => n.toString(16).padStart(2, "0");
 
-/** The result as one short string: `GOOD`, `CHECK CONDITION 05/24/00`, `error EIO`. */
+/** The result as one token: `GOOD`, `RESERVATION_CONFLICT`, `CHECK_CONDITION`, `error:EIO`. */
 export function describeResult(result: AuditResult): string {
-  if ("error" in result) return `error ${result.error}`;
-  const name = STATUS_NAMES[result.status] ?? `status 0x${hex2(result.status)}`;
-  const s = result.sense;
-  return s ? `${name} ${hex2(s.key)}/${hex2(s.asc)}/${hex2(s.ascq)}` : name;
+  if ("error" in result) return `error:${result.error.replace(/\s+/g, "_")}`;
+  return STATUS_TOKENS[result.status] ?? `status_0x${hex2(result.status)}`;
+}
+
+/** A value as it appears in a `key=value` line: unchanged, or double-quoted if it must be. */
+export function quoteFieldValue(v: string): string {
+  return quoteValue(v);
 }
 
 /**
- * The record as flat structured properties (journald-style upper-case keys
- * are left to the sink): `event`, `peer_pid`, `peer_uid`, `peer_gid`,
- * `peer_context`, `dev`, `dev_kind`, `dev_serial`, `dev_naa`, `sa`, `sa_name`,
- * `scope`, `type`, `type_name`, `result`, `status`, `sense`.
+ * The record as flat structured properties, every name-like value a token
+ * without spaces (so a line made of `k=v` pairs stays parseable): `event`,
+ * `peer_pid`, `peer_uid`, `peer_gid`, `peer_context`, `dev`, `dev_kind`,
+ * `dev_serial`, `dev_naa`, `sa`, `sa_name` (e.g. `REGISTER_AND_MOVE`),
+ * `scope`, `type`, `type_name` (`WE`, `EA`, `WE_RO`, `EA_RO`, `WE_AR`,
+ * `EA_AR`), `status`, `sense` (`KK/AA/QQ`), `result`.
+ * `peer_context`, `dev_serial`, `dev_naa` are free text (absent if unknown).
  */
 export function auditProperties(record: AuditRecord): Record<string, string | number> {
   const out: Record<string, string | number> = {
@@ -291,23 +290,23 @@ export function auditProperties(record: AuditRecord): Record<string, string | nu
     peer_pid: record.peer.pid,
     peer_uid: record.peer.uid,
     peer_gid: record.peer.gid,
-    dev: `${record.device.major}:${record.device.minor}`,
-    dev_kind: record.device.kind,
-    sa: record.serviceAction,
-    sa_name: record.serviceActionName,
-    scope: record.scope,
-    type: record.type,
-    type_name: record.typeName,
-    result: describeResult(record.result),
   };
   if (record.peer.context !== null) out.peer_context = record.peer.context;
+  out.dev = `${record.device.major}:${record.device.minor}`;
+  out.dev_kind = record.device.kind;
   if (record.device.serial !== null) out.dev_serial = record.device.serial;
   if (record.device.naa !== null) out.dev_naa = record.device.naa;
+  out.sa = record.serviceAction;
+  out.sa_name = record.serviceActionName.replace(/\s+/g, "_");
+  out.scope = record.scope;
+  out.type = record.type;
+  out.type_name = TYPE_TOKENS[record.type] ?? `reserved_${record.type}`;
   const r = record.result;
   if ("status" in r) {
     out.status = r.status;
     if (r.sense) out.sense = `${hex2(r.sense.key)}/${hex2(r.sense.asc)}/${hex2(r.sense.ascq)}`;
   }
+  out.result = describeResult(r);
   return out;
 }
 
@@ -316,24 +315,5 @@ export function auditProperties(record: AuditRecord): Record<string, string | nu
  * `prhelperd audit: event=pr-out peer_pid=812 peer_uid=107 … sa_name=REGISTER … result=GOOD`.
  */
 export function formatAudit(record: AuditRecord): string {
-  const p = auditProperties(record);
-  return "prhelperd audit: " + formatFields({
-    event: p.event,
-    peer_pid: p.peer_pid,
-    peer_uid: p.peer_uid,
-    peer_gid: p.peer_gid,
-    peer_context: p.peer_context,
-    dev: p.dev,
-    dev_kind: p.dev_kind,
-    dev_serial: p.dev_serial,
-    dev_naa: p.dev_naa,
-    sa: p.sa,
-    sa_name: p.sa_name,
-    scope: p.scope,
-    type: p.type,
-    type_name: p.type_name,
-    status: p.status,
-    sense: p.sense,
-    result: p.result,
-  });
+  return "prhelperd audit: " + formatFields(auditProperties(record));
 }

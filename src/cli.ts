@@ -33,12 +33,22 @@ export interface DaemonOptions {
   stallTimeoutMs: number;
   maxConnections: number;
   maxSgioWorkers: number;
+  /** SELinux access check: auto (on when SELinux is enabled), off, require. */
+  selinux: "auto" | "off" | "require";
+  /** Peer policy: users (names or uids) allowed to connect; null for no restriction. */
+  allowUsers: string[] | null;
+  /** Peer policy: groups (names or gids) whose members (primary gid) may connect. */
+  allowGroups: string[] | null;
+  /** Peer policy: refuse uid 0 unless it is listed. */
+  refuseRoot: boolean;
 }
 
 /** The outcome of parsing: run the daemon, or print text and exit. */
 export type CliResult =
   | { kind: "daemon"; options: DaemonOptions }
-  | { kind: "exit"; code: number; stdout: string; stderr: string };
+  | { kind: "exit"; code: number; stdout: string; stderr: string }
+  /** An operator tool (`prhelperd client ...`, `prhelperd check ...`): main.ts runs it. */
+  | { kind: "tool"; tool: "client" | "check"; args: string[] };
 
 /** Bad command line: message for stderr, exit status 1. */
 export class CliError extends Error {
@@ -66,6 +76,18 @@ function seconds(name: string) {
       );
     }
     return Math.round(n * 1000);
+  };
+}
+
+function nameList(name: string) {
+  return (value: string, prev: string[] | undefined): string[] => {
+    const names = value.split(",").map((n) => n.trim());
+    if (names.some((n) => n === "" || /[\s:]/.test(n))) {
+      throw new InvalidArgumentError(
+        `${name} "${value}" must be names or numbers separated by commas`,
+      );
+    }
+    return [...(prev ?? []), ...names];
   };
 }
 
@@ -114,11 +136,36 @@ export function buildProgram() {
       new Option("--max-sgio-workers <n>", "threads running SG_IO at once")
         .argParser(positiveInt("--max-sgio-workers", 256)).default(16),
     )
+    .addOption(
+      new Option("--selinux <mode>", "SELinux access check per request: auto, off or require")
+        .choices(["auto", "off", "require"] as const).default("auto" as const),
+    )
+    .addOption(
+      new Option(
+        "--allow-user <users>",
+        "only these users (names or uids, comma-separated) may connect",
+      )
+        .argParser(nameList("--allow-user")),
+    )
+    .addOption(
+      new Option("--allow-group <groups>", "only members of these groups (primary gid) may connect")
+        .argParser(nameList("--allow-group")),
+    )
+    .option("--refuse-root", "with --allow-user/--allow-group, refuse uid 0 unless listed")
+    .addHelpText(
+      "after",
+      "\nOperator tools (see prhelperd(8)):\n" +
+        "  prhelperd client [--socket PATH] [sg_persist options] DEVICE\n" +
+        "  prhelperd check DEVICE [--socket PATH] [--as CONTEXT]\n",
+    )
     .allowExcessArguments(false);
 }
 
 /** Parse the daemon's arguments (without the program name). */
 export function parseArgs(args: string[]): CliResult {
+  if (args[0] === "client" || args[0] === "check") {
+    return { kind: "tool", tool: args[0], args: args.slice(1) };
+  }
   let stdout = "";
   let stderr = "";
   const program = buildProgram()
@@ -162,6 +209,10 @@ export function parseArgs(args: string[]): CliResult {
       stallTimeoutMs: o.stallTimeout,
       maxConnections: o.maxConnections,
       maxSgioWorkers: o.maxSgioWorkers,
+      selinux: o.selinux,
+      allowUsers: o.allowUser ?? null,
+      allowGroups: o.allowGroup ?? null,
+      refuseRoot: o.refuseRoot ?? false,
     },
   };
 }

@@ -122,7 +122,10 @@ export class Connection {
           this.waitingSince = 0;
           return { kind: "request", request: r.request };
         }
-        if (this.waitingSince === 0) this.waitingSince = now;
+        // only a frame that has started can stall: the end of the greeting is a frame
+        // boundary, where an idle client (QEMU between commands) waits without limit
+        if (!this.framer.midFrame) this.waitingSince = 0;
+        else if (this.waitingSince === 0) this.waitingSince = now;
       } catch (e) {
         for (const f of discardedFds(e)) safeClose(f);
         if (e instanceof ProtocolError) return { kind: "close", reason: e.reason };

@@ -9,18 +9,26 @@ import { getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
 import type { DaemonOptions } from "./cli.ts";
 import { DEFAULT_SOCKET, VERSION } from "./cli.ts";
 import { SgIoExecutor } from "./executor.ts";
+import { DETACH_ENV, detachAndWait, detachedReadyFd, reportReady } from "./daemonize.ts";
 import {
   adoptActivatedSocket,
+  adoptListener,
   listenAtPath,
   type Listener,
   parseActivation,
   StartupError,
 } from "./listener.ts";
 import { logger, setupLogging, stderrIsJournal } from "./log.ts";
-import { acquirePidfile, type Pidfile } from "./pidfile.ts";
-import { Server } from "./server.ts";
+import { acquirePidfile, adoptPidfile, type Pidfile } from "./pidfile.ts";
+import { dropPrivileges, PrivilegeError, stage2Fds } from "./privileges.ts";
+import { Notifier } from "./sd_notify.ts";
+import { Server, type ServerStats } from "./server.ts";
+import { createSecurity, type Security } from "./security.ts";
 
 const log = logger("daemon");
+
+/** Signals that terminate a process by default but that the daemon ignores. */
+const IGNORED_SIGNALS: readonly Deno.Signal[] = ["SIGUSR1", "SIGUSR2", "SIGALRM"];
 
 function env(name: string): string | undefined {
   try {
@@ -40,6 +48,27 @@ function raiseFdLimit(): void {
   }
 }
 
+function openListener(options: DaemonOptions): Listener {
+  const activation = parseActivation({
+    LISTEN_PID: env("LISTEN_PID"),
+    LISTEN_FDS: env("LISTEN_FDS"),
+    LISTEN_FDNAMES: env("LISTEN_FDNAMES"),
+  }, Deno.pid);
+  if (activation === null) return listenAtPath(options.socket ?? DEFAULT_SOCKET);
+  if (options.socket !== null) {
+    throw new StartupError(
+      "-k/--socket cannot be used together with socket activation (LISTEN_FDS)",
+    );
+  }
+  const listener = adoptActivatedSocket(activation);
+  for (const name of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]) {
+    try {
+      Deno.env.delete(name);
+    } catch { /* not permitted: harmless */ }
+  }
+  return listener;
+}
+
 /** Run the daemon until a stop signal; resolves to the exit status. */
 export async function runDaemon(options: DaemonOptions): Promise<number> {
   await setupLogging({
@@ -51,69 +80,115 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       spec: options.trace.join(","),
     });
   }
-  if (options.daemon) {
-    throw new StartupError(
-      "-d/--daemon is not available in this build; run under systemd or libvirt",
-    );
-  }
-  if (options.user !== null || options.group !== null) {
-    throw new StartupError("-u/--user and -g/--group are not available in this build yet");
-  }
+  const stage2 = stage2Fds();
+  const readyFd = detachedReadyFd(env(DETACH_ENV));
+  if (options.daemon && readyFd === null && stage2 === null) return detachAndWait();
 
-  const activation = parseActivation({
-    LISTEN_PID: env("LISTEN_PID"),
-    LISTEN_FDS: env("LISTEN_FDS"),
-    LISTEN_FDNAMES: env("LISTEN_FDNAMES"),
-  }, Deno.pid);
-  if (activation !== null && options.socket !== null) {
-    throw new StartupError(
-      "-k/--socket cannot be used together with socket activation (LISTEN_FDS)",
-    );
-  }
   let listener: Listener;
-  if (activation !== null) {
-    listener = adoptActivatedSocket(activation);
-    for (const name of ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"]) {
-      try {
-        Deno.env.delete(name);
-      } catch { /* not permitted: harmless */ }
+  let pidfile: Pidfile | null = null;
+  if (stage2 !== null) {
+    // re-executed with fewer privileges: the socket and pidfile came along
+    listener = adoptListener(stage2, options.socket ?? DEFAULT_SOCKET);
+    if (stage2.pidfile !== undefined && options.pidfile !== null) {
+      pidfile = adoptPidfile(options.pidfile, stage2.pidfile);
     }
   } else {
-    listener = listenAtPath(options.socket ?? DEFAULT_SOCKET);
+    listener = openListener(options);
   }
-
-  let pidfile: Pidfile | null = null;
   const executor = new SgIoExecutor({ maxWorkers: options.maxSgioWorkers });
+  // sd_notify (a no-op outside systemd): STATUS= at most once a second.
+  const notifier = new Notifier();
+  let statusTimer: ReturnType<typeof setTimeout> | null = null;
+  let latest: ServerStats | null = null;
+  const statusLater = (stats: ServerStats) => {
+    latest = stats;
+    if (statusTimer !== null || !notifier.enabled) return;
+    statusTimer = setTimeout(() => {
+      statusTimer = null;
+      if (latest !== null) notifier.counters(latest);
+    }, 1000);
+    Deno.unrefTimer(statusTimer);
+  };
   try {
-    if (options.pidfile !== null) pidfile = acquirePidfile(options.pidfile);
+    if (options.pidfile !== null && pidfile === null) pidfile = acquirePidfile(options.pidfile);
     raiseFdLimit();
+    const keepFds: Record<string, number> = { ...listener.keepFds() };
+    if (pidfile !== null) keepFds.pidfile = pidfile.fd;
+    if (readyFd !== null) keepFds.ready = readyFd;
+    let dropped;
+    try {
+      dropped = dropPrivileges({
+        user: options.user ?? undefined,
+        group: options.group ?? undefined,
+        keepFds,
+      });
+    } catch (e) {
+      if (e instanceof PrivilegeError) throw new StartupError(e.message);
+      throw e;
+    }
+    if (dropped.warning) log.warning("{warning}", { warning: dropped.warning });
+    log.info("running as uid {uid} gid {gid}, CAP_SYS_RAWIO {rawio}", {
+      uid: dropped.uid,
+      gid: dropped.gid,
+      rawio: dropped.rawio ? "effective" : "MISSING",
+    });
     executor.warmUp();
+    let security: Security;
+    try {
+      security = createSecurity({
+        selinux: options.selinux,
+        allowUsers: options.allowUsers ?? undefined,
+        allowGroups: options.allowGroups ?? undefined,
+        refuseRoot: options.refuseRoot,
+      });
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
+    for (const line of security.startupLines) log.info("{line}", { line });
     const server = new Server({
       listenFd: listener.fd,
-      handler: { executor, sgioTimeoutMs: options.sgioTimeoutMs },
+      handler: {
+        executor,
+        sgioTimeoutMs: options.sgioTimeoutMs,
+        access: security.access,
+        audit: (event) => security.audit(event),
+      },
+      admit: (peer) => security.admit(peer),
       maxConnections: options.maxConnections,
       stallTimeoutMs: options.stallTimeoutMs,
+      onStats: (stats) => statusLater(stats),
     });
     const stop = (signal: string) => () => {
       log.info("{signal}: stopping; {inFlight} request(s) in flight", {
         signal,
         inFlight: server.inFlight,
       });
+      notifier.stopping(`stopping (${signal}), ${server.inFlight} request(s) in flight`);
       server.stop();
     };
     const handlers: [Deno.Signal, () => void][] = (["SIGTERM", "SIGINT", "SIGHUP"] as const).map(
       (s) => [s, stop(s)],
     );
+    // Signals whose default action would kill the daemon but mean nothing to it
+    // (a stray `kill -USR1`, a logrotate script): ignored, logged at debug.
+    for (const s of IGNORED_SIGNALS) {
+      handlers.push([s, () => log.debug("{signal} ignored", { signal: s })]);
+    }
     for (const [s, h] of handlers) Deno.addSignalListener(s, h);
     log.info("prhelperd {version} listening on {where}", {
       version: VERSION,
       where: listener.description,
     });
+    if (readyFd !== null) reportReady(readyFd);
+    notifier.ready(`listening on ${listener.description}`);
+    notifier.startWatchdog();
     await server.run();
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
     log.info("stopped cleanly", { ...server.stats });
     return 0;
   } finally {
+    notifier.close();
+    if (statusTimer !== null) clearTimeout(statusTimer);
     executor.close();
     listener.close();
     pidfile?.remove();

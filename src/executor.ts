@@ -34,6 +34,15 @@ export interface SgIoRun {
   data: Uint8Array;
 }
 
+/**
+ * The Worker module: next to this file when run from source; `sgio_worker.js`
+ * next to the bundle when run from `deno bundle` output (see tools/build_deb.ts).
+ */
+const SGIO_WORKER_URL = new URL(
+  import.meta.url.endsWith(".ts") ? "./sgio_worker.ts" : "./sgio_worker.js",
+  import.meta.url,
+);
+
 interface Slot {
   worker: Worker;
   busy: boolean;
@@ -107,7 +116,7 @@ export class SgIoExecutor {
   }
 
   #spawn(): Slot {
-    const worker = new Worker(new URL("./sgio_worker.ts", import.meta.url), { type: "module" });
+    const worker = new Worker(SGIO_WORKER_URL, { type: "module" });
     const slot: Slot = { worker, busy: false };
     worker.onmessage = (e: MessageEvent<SgIoJobResult>) => this.#settle(slot, e.data);
     worker.onerror = (e: ErrorEvent) => {

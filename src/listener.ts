@@ -39,6 +39,8 @@ export interface Listener {
   fd: number;
   /** Where it listens ("fd 3 (socket activation)" when inherited). */
   description: string;
+  /** The fds that must survive a re-exec, by role (see src/privileges.ts). */
+  keepFds(): Record<string, number>;
   /** Remove what we created (socket file, lock); keep an inherited socket. */
   close(): void;
 }
@@ -94,9 +96,14 @@ export function adoptActivatedSocket(activation: { count: number; names: string[
   setCloexec(fd, true);
   setNonblocking(fd, true);
   const name = activation.names[0];
+  return activatedListener(fd, `fd 3 (socket activation${name ? `, name ${name}` : ""})`);
+}
+
+function activatedListener(fd: number, description: string): Listener {
   return {
     fd,
-    description: `fd 3 (socket activation${name ? `, name ${name}` : ""})`,
+    description,
+    keepFds: () => ({ listen: fd, activated: fd }),
     close() {
       // systemd owns the socket file; leave it
       try {
@@ -152,28 +159,62 @@ export function listenAtPath(path: string): Listener {
       closeFd(fd);
       throw new StartupError(`cannot listen on ${path}: ${(e as Error).message}`);
     }
-    const mine = statPath(path);
-    return {
-      fd,
-      description: path,
-      close() {
-        try {
-          closeFd(fd);
-        } catch { /* closed */ }
-        // remove the socket file only if it is still the one we bound
-        const now = statPath(path);
-        if (now && mine && now.ino === mine.ino && now.dev === mine.dev) {
-          try {
-            unlinkPath(path);
-          } catch { /* no right to remove it any more */ }
-        }
-        release();
-      },
-    };
+    return pathListener(path, fd, lockFd);
   } catch (e) {
     release();
     throw e;
   }
+}
+
+/**
+ * Rebuild a Listener from the fds a re-executed process inherited
+ * (`keepFds()` of the listener before the exec).
+ */
+export function adoptListener(fds: Record<string, number>, path: string): Listener {
+  if (fds.listen === undefined) throw new StartupError("re-exec: no listening socket was passed");
+  setNonblocking(fds.listen, true);
+  if (fds.activated !== undefined) {
+    return activatedListener(fds.listen, `fd ${fds.listen} (socket activation)`);
+  }
+  if (fds.lock === undefined) throw new StartupError("re-exec: the socket lock fd was not passed");
+  return pathListener(path, fds.listen, fds.lock);
+}
+
+function pathListener(path: string, fd: number, lockFd: number): Listener {
+  const lockPath = `${path}.lock`;
+  // After a drop to -u USER the directory may no longer be searchable: then the
+  // socket file is simply left behind (as qemu-pr-helper does), not an error.
+  const statOrNull = (p: string) => {
+    try {
+      return statPath(p);
+    } catch {
+      return null;
+    }
+  };
+  const mine = statOrNull(path);
+  return {
+    fd,
+    description: path,
+    keepFds: () => ({ listen: fd, lock: lockFd }),
+    close() {
+      try {
+        closeFd(fd);
+      } catch { /* closed */ }
+      // remove the socket file only if it is still the one we bound
+      const now = statOrNull(path);
+      if (now && mine && now.ino === mine.ino && now.dev === mine.dev) {
+        try {
+          unlinkPath(path);
+        } catch { /* no right to remove it any more */ }
+      }
+      try {
+        unlinkPath(lockPath);
+      } catch { /* no right to remove it any more */ }
+      try {
+        closeFd(lockFd);
+      } catch { /* closed */ }
+    },
+  };
 }
 
 function socketIsLive(path: string): boolean {

@@ -103,7 +103,7 @@ export function decodeFeatures(bytes: Uint8Array): number {
  * Throws ProtocolError("unsupported-features") otherwise.
  */
 export function checkRequestedFeatures(requested: number): void {
-  const unsupported = (requested >>> 0) & ~SUPPORTED_FEATURES;
+  const unsupported = ((requested >>> 0) & ~SUPPORTED_FEATURES) >>> 0;
   if (unsupported !== 0) {
     throw new ProtocolError(
       "unsupported-features",

@@ -10,7 +10,6 @@ import {
   formatFields,
   parseVpdPg80,
   parseVpdPg83Naa,
-  prOutServiceActionName,
   prTypeName,
   readDeviceIdentity,
   senseTriple,
@@ -64,11 +63,7 @@ const PG83 = new Uint8Array([
 const PR_OUT_REGISTER = new Uint8Array([0x5f, 0x00, 0x00, 0, 0, 0, 0, 0, 24, 0]);
 const PR_OUT_RESERVE_WERO = new Uint8Array([0x5f, 0x01, 0x05, 0, 0, 0, 0, 0, 24, 0]);
 
-Deno.test("service action and type names", () => {
-  assert.equal(prOutServiceActionName(0), "REGISTER");
-  assert.equal(prOutServiceActionName(6), "REGISTER AND IGNORE EXISTING KEY");
-  assert.equal(prOutServiceActionName(8), "REPLACE LOST RESERVATION");
-  assert.equal(prOutServiceActionName(0x1f), "reserved (0x1f)");
+Deno.test("type names", () => {
   assert.equal(prTypeName(5), "Write Exclusive, Registrants Only");
   assert.equal(prTypeName(2), "reserved (2)");
 });
@@ -121,7 +116,8 @@ Deno.test("record, properties and the key=value line", () => {
   assert.equal(rec.scope, 0);
   assert.equal(rec.type, 5);
   const props = auditProperties(rec);
-  assert.equal(props.result, "RESERVATION CONFLICT");
+  assert.equal(props.result, "RESERVATION_CONFLICT");
+  assert.equal(props.type_name, "WE_RO");
   assert.equal(props.status, 0x18);
   assert.equal(props.dev, "8:0");
   assert.equal(
@@ -129,8 +125,7 @@ Deno.test("record, properties and the key=value line", () => {
     "prhelperd audit: event=pr-out peer_pid=812 peer_uid=64055 peer_gid=108 " +
       "peer_context=system_u:system_r:svirt_t:s0:c1,c2 dev=8:0 dev_kind=block " +
       "dev_serial=5a1d0e8c-0000-4000-8000-00000000c0de dev_naa=naa.6001405 sa=1 sa_name=RESERVE " +
-      'scope=0 type=5 type_name="Write Exclusive, Registrants Only" status=24 ' +
-      'result="RESERVATION CONFLICT"',
+      "scope=0 type=5 type_name=WE_RO status=24 result=RESERVATION_CONFLICT",
   );
 });
 
@@ -143,10 +138,21 @@ Deno.test("record: CHECK CONDITION with sense, SG_IO errors, unknown identity", 
     identity: { serial: null, naa: null, wwid: "t10.LIO-ORG" },
   });
   const line = formatAudit(rec);
-  assert.match(line, /dev=21:1 dev_kind=char dev_naa=t10\.LIO-ORG sa=0 sa_name=REGISTER/);
-  assert.match(line, /status=2 sense=05\/24\/00 result="CHECK CONDITION 05\/24\/00"$/);
+  assert.match(line, /dev=21:1 dev_kind=char dev_naa=t10\.LIO-ORG sa=0 sa_name=REGISTER /);
+  assert.match(line, /status=2 sense=05\/24\/00 result=CHECK_CONDITION$/);
   assert.doesNotMatch(line, /peer_context|dev_serial/);
-  assert.equal(describeResult({ error: "EIO" }), "error EIO");
+  assert.equal(describeResult({ error: "EIO" }), "error:EIO");
+  const move = buildAuditRecord({
+    peer: { pid: 1, uid: 0, gid: 0, context: "unconfined (enforce)" },
+    device: { kind: "block", major: 8, minor: 16 },
+    cdb: new Uint8Array([0x5f, 0x07, 0x03, 0, 0, 0, 0, 0, 24, 0]),
+    result: { error: "EIO" },
+    identity: { serial: null, naa: null, wwid: null },
+  });
+  assert.match(
+    formatAudit(move),
+    /peer_context="unconfined \(enforce\)" .*sa_name=REGISTER_AND_MOVE scope=0 type=3 type_name=EA result=error:EIO$/,
+  );
   assert.throws(
     () =>
       buildAuditRecord({

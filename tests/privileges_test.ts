@@ -18,7 +18,9 @@ import { Cap, capBit } from "../ffi/privileges.ts";
 const ALL = (1n << 41n) - 1n;
 const ids = (v: number) => ({ real: v, effective: v, saved: v });
 
-function creds(over: Partial<Credentials> & { uid?: number; gid?: number } = {}): Credentials {
+function creds(
+  over: Omit<Partial<Credentials>, "uid" | "gid"> & { uid?: number; gid?: number } = {},
+): Credentials {
   const { uid = 0, gid = 0, ...rest } = over;
   return {
     uid: ids(uid),

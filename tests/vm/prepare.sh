@@ -126,11 +126,21 @@ if stamp_ok denodir "$KEY_DENO" && [ -d "$WORK/deno-dir" ]; then
 else
   mkdir -p "$WORK/deno-dir"
   # Fetch the npm packages of deno.json into the DENO_DIR that the guest
-  # uses (read through 9p).  deno.json has nodeModulesDir "none", so all npm
-  # code lives in $DENO_DIR/npm.
+  # uses (shared over 9p).  The guest runs deno with --node-modules-dir=none
+  # (the project share is read-only, deno must not write node_modules there),
+  # so the npm code must be in $DENO_DIR/npm, and with a lockfile: without
+  # one --cached-only needs registry metadata that `deno install` does not
+  # keep.  The lockfile is a copy ($WORK/deno-dir/deno.lock): the project's
+  # own deno.lock is never written from here.
   if [ -f "$PROJ/deno.json" ]; then
-    # --frozen: never rewrite the project's deno.lock from here.
-    (cd "$PROJ" && DENO_DIR="$WORK/deno-dir" "$DENO" install --frozen)
+    [ -f "$PROJ/deno.lock" ] && cp "$PROJ/deno.lock" "$WORK/deno-dir/deno.lock"
+    (cd "$PROJ" && DENO_DIR="$WORK/deno-dir" "$DENO" install --node-modules-dir=none \
+       --lock="$WORK/deno-dir/deno.lock")
+    # Also keep the npm registry metadata (registry.json), so that guest code
+    # run with --no-lock --cached-only resolves too.
+    ents=(); for f in main.ts mod.ts; do [ -f "$PROJ/$f" ] && ents+=("$f"); done
+    [ ${#ents[@]} -gt 0 ] && (cd "$PROJ" && DENO_DIR="$WORK/deno-dir" "$DENO" cache --no-lock \
+       --node-modules-dir=none "${ents[@]}")
   fi
   stamp_set denodir "$KEY_DENO"
 fi

@@ -14,7 +14,8 @@
 # Exit status: 0 = VM-RESULT: PASS, 1 = FAIL, 2 = no verdict (timeout, crash).
 # Console: stdout and $WORK/share/console.log; the guest also writes
 # guest.log, dmesg.log, result and logs/<test>.log into $WORK/share.
-# Everything in $WORK/share is copied to tests/vm/out/ afterwards (CI artifact).
+# Everything in $WORK/share is copied to $VM_OUT (default tests/vm/out/)
+# afterwards (CI artifact).  Env: WORK, SHARE, VM_OUT.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
@@ -31,7 +32,13 @@ done
 DENO=$(find_deno) || { echo "run-vm: deno not found (run prepare.sh)" >&2; exit 2; }
 case $DENO in "$PROJ"/*) DENO_REL=${DENO#"$PROJ"/} ;; *) echo "run-vm: deno must live in the project tree" >&2; exit 2 ;; esac
 
-SHARE=$WORK/share
+# Runs that share a WORK dir are serialized (they share $WORK/share and the
+# images); a second run waits here.  VM_OUT (default tests/vm/out) is where
+# the results are copied afterwards.
+VM_OUT=${VM_OUT:-$HERE/out}
+exec 9> "$WORK/.run-vm.lock"
+flock -n 9 || { echo "run-vm: another run uses $WORK; waiting for it" >&2; flock 9; }
+SHARE=${SHARE:-$WORK/share}
 rm -rf "$SHARE"; mkdir -p "$SHARE" "$WORK/deno-dir"
 [ -n "$RUNSH" ] && install -m755 "$RUNSH" "$SHARE/run.sh"
 INITRD=$WORK/out/rig.cpio.gz
@@ -66,7 +73,7 @@ set -e
 END=$(date +%s.%N)
 echo "run-vm: qemu exit $QRC, wall $(echo "$END - $START" | bc)s" | tee -a "$SHARE/console.log"
 # Keep everything of this run where CI can pick it up (tests/vm/out/ is gitignored).
-rm -rf "$HERE/out"; mkdir -p "$HERE/out"; cp -r "$SHARE"/. "$HERE/out/"
+rm -rf "$VM_OUT"; mkdir -p "$VM_OUT"; cp -r "$SHARE"/. "$VM_OUT/"
 if grep -aq 'VM-RESULT: PASS' "$SHARE/console.log"; then exit 0
 elif grep -aq 'VM-RESULT: FAIL' "$SHARE/console.log"; then exit 1
-else echo "run-vm: no VM-RESULT line (timeout or crash); console kept in $HERE/out/console.log"; exit 2; fi
+else echo "run-vm: no VM-RESULT line (timeout or crash); console kept in $VM_OUT/console.log"; exit 2; fi

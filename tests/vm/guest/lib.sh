@@ -130,9 +130,14 @@ prh_start() {
 prh_stop() { [ -n "${PRH_PID:-}" ] && kill $PRH_PID 2>/dev/null; wait $PRH_PID 2>/dev/null; PRH_PID=; }
 
 have_deno() { [ -n "${DENO:-}" ] && [ -x "$DENO" ]; }
-# deno_run ARGS...: deno run with the flags the read-only project share needs
-# (--no-lock: never write deno.lock; --cached-only: no network in the guest)
-deno_run() { "$DENO" run --no-lock --cached-only --no-prompt "$@"; }
+# DENO_FLAGS: what deno needs in the guest.  The project share is read-only:
+# --node-modules-dir=none (npm code from $DENO_DIR/npm, filled by
+# prepare.sh), a writable copy of the lockfile prepare.sh made, and
+# --cached-only (no network in the guest).
+_deno_lock() { [ -f /run/deno.lock ] || cp /deno-dir/deno.lock /run/deno.lock 2>/dev/null || echo '{"version":"5"}' > /run/deno.lock; }
+DENO_FLAGS="--node-modules-dir=none --lock=/run/deno.lock --cached-only --no-prompt"
+# deno_run ARGS...: deno run with DENO_FLAGS
+deno_run() { _deno_lock; "$DENO" run $DENO_FLAGS "$@"; }
 
 # have_prhelperd: true once the daemon and its client library exist
 have_prhelperd() { [ -f $PRJ/main.ts ] && [ -f $PRJ/mod.ts ] && grep -q PrHelperClient $PRJ/mod.ts; }
@@ -143,7 +148,8 @@ prd_start() {
   shift || true
   rm -f $sock
   case ${PRD_MODE:-daemon} in A) perm=-A ;; *) perm=-P=daemon ;; esac
-  (cd $PRJ && exec "$DENO" run --no-lock --cached-only --no-prompt $perm main.ts -k $sock "$@") \
+  _deno_lock
+  (cd $PRJ && exec "$DENO" run $DENO_FLAGS $perm main.ts -k $sock "$@") \
     > /run/prhelperd.log 2>&1 &
   PRD_PID=$!
   while [ ! -S $sock ] && [ $n -lt 600 ] && kill -0 $PRD_PID 2>/dev/null; do sleep 0.1; n=$((n+1)); done

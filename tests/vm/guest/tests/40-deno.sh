@@ -26,7 +26,8 @@ echo "TIMING deno run ffi-inquiry.ts: $(elapsed $t0)s"
 if [ -f $PRJ/deno.json ]; then
   echo "--- the project's npm dependencies resolve from the shared DENO_DIR (no network)"
   t0=$(up)
-  expect 0 sh -c "cd $PRJ && '$DENO' eval --no-lock --cached-only 'const m = await import(\"commander\"); console.log(\"npm-ok\", typeof m.Command)'"
+  _deno_lock
+  expect 0 sh -c "cd $PRJ && '$DENO' eval $DENO_FLAGS 'const m = await import(\"commander\"); console.log(\"npm-ok\", typeof m.Command)'"
   expect_out 'npm-ok function'
   echo "TIMING deno eval with npm import: $(elapsed $t0)s"
 fi

@@ -1,0 +1,111 @@
+#!/bin/bash
+# tests/vm/systemd/guest-test.sh - runs inside the VM as prhelperd-vmtest.service
+# (systemd is PID 1). Installs the .deb with apt, exercises socket activation,
+# checks the service's credentials thread by thread, serves PR commands on a
+# LIO (tcm_loop) disk through the helper, checks the journal, stops the
+# service and reports "VMTEST-RESULT: PASS|FAIL" on the console, then powers off.
+set -u
+DIR=/opt/prhelperd-test
+SOCK=/run/prhelperd.sock
+FAILS=0
+ok()   { echo "VMTEST ok: $*"; }
+bad()  { echo "VMTEST FAIL: $*"; FAILS=$((FAILS+1)); }
+check() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
+finish() {
+  echo "--- journal of prhelperd (priority-tagged)"
+  journalctl -u prhelperd.service -u prhelperd.socket -o short-precise --no-pager | tail -40
+  if [ $FAILS = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL ($FAILS)"; fi
+  sync
+  systemctl --no-block poweroff
+  exit 0
+}
+trap finish EXIT
+
+echo "=== prhelperd systemd VM test: $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2)"
+check '[ "$(ps -p 1 -o comm=)" = systemd ]' "systemd is PID 1"
+
+# 1. install with apt (local file; every dependency is already in the rootfs)
+deb=$(ls $DIR/prhelperd_*.deb | head -1)
+# (no network in the VM: nothing needs downloading; "--no-download" would make
+# apt 2.6 reject the local file with "Pathname to install is not absolute")
+if DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb"; then
+  ok "apt-get install $(basename "$deb")"
+else
+  bad "apt-get install $(basename "$deb")"; exit 1
+fi
+check 'id prhelperd' "sysusers.d created the prhelperd user"
+check '[ "$(systemctl is-enabled prhelperd.socket)" = enabled ]' "prhelperd.socket enabled by postinst"
+check '[ "$(systemctl is-active prhelperd.socket)" = active ]' "prhelperd.socket active"
+check '[ "$(systemctl is-active prhelperd.service)" = inactive ]' "service not started before a client"
+check '[ "$(stat -c "%U:%G %a" $SOCK)" = "root:kvm 660" ]' "socket root:kvm 0660 ($(stat -c "%U:%G %a" $SOCK))"
+
+# 2. a LIO disk: fileio backstore behind one tcm_loop I_T nexus
+T=/sys/kernel/config/target
+modprobe configfs; mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
+for m in target_core_mod target_core_file tcm_loop sd_mod sg; do modprobe $m; done
+mkdir -p /var/target/pr
+W=$T/loopback/naa.5001405000000001
+mkdir -p $W/tpgt_1/lun/lun_0
+echo naa.5001405aaaaaaaa1 > $W/tpgt_1/nexus
+truncate -s 64M /var/tmp/lun0.img
+BS=$T/core/fileio_0/lun0; mkdir -p $BS
+echo "fd_dev_name=/var/tmp/lun0.img,fd_dev_size=67108864" > $BS/control
+echo 1 > $BS/enable
+echo 5a1d0e8c-0000-4000-8000-00000000feed > $BS/wwn/vpd_unit_serial
+ln -s $BS $W/tpgt_1/lun/lun_0/lun0
+addr=$(cat $W/tpgt_1/address)
+for i in $(seq 100); do
+  DEV=$(ls /sys/class/scsi_device/$addr:0/device/block 2>/dev/null) && [ -b /dev/$DEV ] && break
+  sleep 0.1
+done
+DEV=/dev/$DEV
+check '[ -b $DEV ]' "LIO disk $DEV"
+
+# 3. the first client connection activates the service; PR OUT + PR IN through it
+check 'prhelperd client --socket $SOCK --out --register --param-sark=0x1234 $DEV' \
+  "PR OUT REGISTER through the activated service"
+check '[ "$(systemctl is-active prhelperd.service)" = active ]' "service activated by the connection"
+out=$(prhelperd client --socket $SOCK --in --read-keys $DEV 2>&1); echo "$out"
+check 'echo "$out" | grep -q 0x1234' "PR IN READ KEYS through the service shows the key"
+out=$(sg_persist --no-inquiry --in --read-keys $DEV 2>&1); echo "$out"
+check 'echo "$out" | grep -q 0x1234' "sg_persist (direct SG_IO) agrees"
+check 'prhelperd client --socket $SOCK --out --reserve --param-rk=0x1234 --prout-type=1 $DEV' \
+  "PR OUT RESERVE (write exclusive)"
+out=$(prhelperd client --socket $SOCK --in --read-reservation $DEV 2>&1); echo "$out"
+check 'echo "$out" | grep -qi "write exclusive"' "PR IN READ RESERVATION"
+
+# 4. credentials of every thread of the running service
+PID=$(systemctl show -p MainPID --value prhelperd.service)
+UID_P=$(id -u prhelperd); GID_P=$(id -g prhelperd)
+echo "service MainPID $PID; prhelperd = $UID_P:$GID_P"
+n=0
+for st in /proc/$PID/task/*/status; do
+  n=$((n+1))
+  name=$(awk '/^Name:/{print $2}' $st)
+  u=$(awk '/^Uid:/{print $2,$3,$4,$5}' $st); g=$(awk '/^Gid:/{print $2,$3,$4,$5}' $st)
+  grp=$(awk '/^Groups:/{print $2}' $st)
+  ce=$(awk '/^CapEff:/{print $2}' $st); cp=$(awk '/^CapPrm:/{print $2}' $st)
+  cb=$(awk '/^CapBnd:/{print $2}' $st); nnp=$(awk '/^NoNewPrivs:/{print $2}' $st)
+  echo "  tid $(basename $(dirname $st)) $name: Uid $u Gid $g Groups [$grp] CapEff $ce CapPrm $cp CapBnd $cb NoNewPrivs $nnp"
+  [ "$u" = "$UID_P $UID_P $UID_P $UID_P" ] && [ "$g" = "$GID_P $GID_P $GID_P $GID_P" ] && [ -z "$grp" ] &&
+    [ "$ce" = 0000000000020000 ] && [ "$cp" = 0000000000020000 ] && [ "$cb" = 0000000000020000 ] &&
+    [ "$nnp" = 1 ] || bad "thread $(basename $(dirname $st)) ($name) credentials"
+done
+check '[ $n -ge 5 ]' "checked $n threads: all prhelperd, CAP_SYS_RAWIO only, no_new_privs"
+status=$(systemctl show -p StatusText --value prhelperd.service); echo "StatusText: $status"
+check '[ -n "$status" ]' "sd_notify STATUS= reached systemd"
+check 'journalctl -u prhelperd.service -o json --no-pager | grep -q "\"PRIORITY\":\"6\""' \
+  "journal has priority-6 (info) lines from the service"
+check 'journalctl -u prhelperd.service -o json --no-pager | grep "\"PRIORITY\":\"6\"" | grep -q listening' \
+  "the 'listening' line is tagged <6>"
+
+# 5. stop drains cleanly
+prhelperd client --socket $SOCK --out --release --param-rk=0x1234 --prout-type=1 $DEV >/dev/null
+check 'systemctl stop prhelperd.service' "systemctl stop prhelperd.service"
+check '[ "$(systemctl show -p Result --value prhelperd.service)" = success ]' "Result=success"
+check '[ "$(systemctl show -p ExecMainStatus --value prhelperd.service)" = 0 ]' "exit status 0"
+check 'journalctl -u prhelperd.service --no-pager | grep -q "stopped cleanly"' "journal: stopped cleanly"
+check '[ "$(systemctl is-active prhelperd.socket)" = active ]' "socket still listening after the stop"
+# a new client re-activates it
+check 'prhelperd client --socket $SOCK --in --read-keys $DEV >/dev/null' "re-activation by the next client"
+check 'systemctl stop prhelperd.socket prhelperd.service' "stop socket and service"

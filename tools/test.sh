@@ -1,0 +1,87 @@
+#!/bin/bash
+# tools/test.sh: run every test of prhelperd on this machine, installing what
+# the tests need (Debian packages with apt, Deno with npm), and print one
+# closing line "N passed, N failed".
+#
+#   tools/test.sh            all tiers: static checks, host tests, VM rig (as root)
+#   tools/test.sh --host     static checks and host tests only
+#
+# The VM tier boots Debian's kernel under QEMU (TCG) with LIO SCSI disks; it
+# needs root (apt, configfs-free host side, /var/tmp cache). Without root it is
+# skipped LOUDLY and counted as failed, so a green run always means it ran.
+set -uo pipefail
+root=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
+cd "$root"
+export RUST_BACKTRACE=0 NO_COLOR=1 DENO_NO_UPDATE_CHECK=1
+host_only=0
+[ "${1:-}" = "--host" ] && host_only=1
+passed=0 failed=0
+log_dir=${TEST_LOG_DIR:-$root/build/test-logs}
+mkdir -p "$log_dir"
+
+note() { printf '\n=== %s\n' "$*"; }
+count() { # count NAME RC: one pass/fail item
+  if [ "$2" = 0 ]; then passed=$((passed + 1)); echo "PASS: $1"
+  else failed=$((failed + 1)); echo "FAIL: $1"; fi
+}
+
+# ---------------------------------------------------------------- installs
+HOST_PKGS="qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc libc6-dev bc systemd util-linux strace"
+need_pkgs=""
+for p in $HOST_PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs="$need_pkgs $p"
+done
+if [ -n "$need_pkgs" ]; then
+  if [ "$(id -u)" = 0 ]; then
+    note "installing Debian packages:$need_pkgs"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $need_pkgs >"$log_dir/apt.log" 2>&1 \
+      || { echo "apt-get install failed; see $log_dir/apt.log"; tail -20 "$log_dir/apt.log"; }
+  else
+    echo "WARNING: not root; cannot install:$need_pkgs (tests that need them will fail)"
+  fi
+fi
+./tools/deno --version >/dev/null || { echo "cannot install Deno"; echo "0 passed, 1 failed"; exit 1; }
+./tools/deno install --frozen >"$log_dir/deno-install.log" 2>&1 || { cat "$log_dir/deno-install.log"; }
+
+# ---------------------------------------------------------------- static checks
+note "static checks"
+./tools/deno fmt --check >"$log_dir/fmt.log" 2>&1; rc=$?; [ $rc = 0 ] || tail -20 "$log_dir/fmt.log"; count "deno fmt --check" $rc
+./tools/deno lint >"$log_dir/lint.log" 2>&1; rc=$?; [ $rc = 0 ] || tail -40 "$log_dir/lint.log"; count "deno lint" $rc
+./tools/deno task -q check >"$log_dir/check.log" 2>&1; rc=$?; [ $rc = 0 ] || tail -40 "$log_dir/check.log"; count "deno check" $rc
+
+# ---------------------------------------------------------------- host tests
+note "host tests (deno test)"
+./tools/deno test -A --no-prompt --reporter=dot --junit-path="$log_dir/host-junit.xml" tests/ 2>&1 | tee "$log_dir/host.log" | tail -60
+summary=$(grep -aE '^(ok|FAILED) \| ' "$log_dir/host.log" | tail -1)
+hp=$(echo "$summary" | sed -nE 's/.*\| ([0-9]+) passed.*/\1/p')
+hf=$(echo "$summary" | sed -nE 's/.*\| ([0-9]+) failed.*/\1/p')
+if [ -z "$hp" ]; then
+  echo "FAIL: deno test printed no summary"; failed=$((failed + 1))
+else
+  passed=$((passed + hp)); failed=$((failed + ${hf:-0}))
+fi
+
+# ---------------------------------------------------------------- VM tier
+if [ $host_only = 0 ]; then
+  note "VM tier (LIO disks, qemu-pr-helper differential, nested QEMU)"
+  if [ "$(id -u)" != 0 ]; then
+    echo "!!!!! VM TIER NOT RUN: it needs root (apt, qemu, /var/tmp cache). Counted as a failure. !!!!!"
+    failed=$((failed + 1))
+  elif [ ! -x tests/vm/run.sh ]; then
+    echo "!!!!! VM TIER NOT RUN: tests/vm/run.sh is missing. Counted as a failure. !!!!!"
+    failed=$((failed + 1))
+  else
+    tests/vm/run.sh --ci 2>&1 | tee "$log_dir/vm.log" | grep -aE 'VM-TEST|RIG-|run-vm:|rig:' || true
+    vp=$(grep -acE '^VM-TEST .*: PASS' "$log_dir/vm.log")
+    vf=$(grep -acE '^VM-TEST .*: FAIL' "$log_dir/vm.log")
+    if [ "$vp" = 0 ] && [ "$vf" = 0 ]; then
+      echo "FAIL: the VM tier reported no test"; vf=1
+      tail -50 "$log_dir/vm.log"
+    fi
+    passed=$((passed + vp)); failed=$((failed + vf))
+  fi
+fi
+
+echo
+echo "$passed passed, $failed failed"
+[ $failed = 0 ]
