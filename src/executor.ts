@@ -3,16 +3,43 @@
  * device. Workers are started on demand up to a maximum; a job waits only
  * when all of them are busy (a slow device holds one Worker, not the daemon).
  *
+ * Hand-off without messages: each Worker owns a slot in shared memory. The
+ * loop writes a job into an idle slot and wakes the Worker with
+ * `Atomics.notify`; the Worker runs the ioctl, writes the result into the
+ * slot, and writes one byte to the completion pipe, which the loop polls
+ * with its sockets. One thread switch each way, as a C thread pool.
+ *
+ * Slot layout (Int32 words, then bytes):
+ *
+ * | word | field                                          |
+ * |-----:|------------------------------------------------|
+ * |    0 | state: 0 idle, 1 job posted, 2 done, 3 stop     |
+ * |    1 | fd                                             |
+ * |    2 | direction: 0 none, 1 in, 2 out                 |
+ * |    3 | CDB length                                     |
+ * |    4 | transfer length (in) / payload length (out)    |
+ * |    5 | timeout in ms                                  |
+ * |    6 | result: 0 done, 1 errno, 2 exception           |
+ * |    7 | errno                                          |
+ * |    8 | SCSI status                                    |
+ * |    9 | host_status                                    |
+ * |   10 | driver_status                                  |
+ * |   11 | resid                                          |
+ * |   12 | duration in ms                                 |
+ * |   13 | completion pipe fd (write end)                 |
+ *
+ * Bytes: CDB at 64 (16), sense at 80 (96), data at 176 (8192).
+ *
  * @module
  */
 
+import { closeFd, makePipe, POLLIN, PollSet, readFd } from "../ffi/libc.ts";
 import type { SgIoOutcome } from "./sense.ts";
 
 /** One SG_IO to run. */
 export interface SgIoJob {
-  id: number;
   fd: number;
-  /** CDB exactly as the device receives it. */
+  /** CDB exactly as the device receives it (6..16 bytes). */
   cdb: Uint8Array;
   direction: "none" | "in" | "out";
   /** dxfer_len for "in". */
@@ -22,31 +49,46 @@ export interface SgIoJob {
   timeoutMs: number;
 }
 
-/** What a Worker answers. */
-export type SgIoJobResult =
-  | { id: number; outcome: SgIoOutcome; data?: Uint8Array; durationMs?: number }
-  | { id: number; error: string };
-
-/** The result of {@linkcode SgIoExecutor.run}. */
+/** The result of a job. */
 export interface SgIoRun {
   outcome: SgIoOutcome;
   /** Data-in buffer (length = transferLength) for "in". */
   data: Uint8Array;
 }
 
-/**
- * The Worker module: next to this file when run from source; `sgio_worker.js`
- * next to the bundle when run from `deno bundle` output (see tools/build_deb.ts).
- */
-const SGIO_WORKER_URL = new URL(
-  import.meta.url.endsWith(".ts") ? "./sgio_worker.ts" : "./sgio_worker.js",
-  import.meta.url,
-);
+/** Words and byte offsets of a slot (shared with src/sgio_worker.ts). */
+export const Slot = {
+  STATE: 0,
+  FD: 1,
+  DIRECTION: 2,
+  CDB_LEN: 3,
+  LENGTH: 4,
+  TIMEOUT: 5,
+  RESULT: 6,
+  ERRNO: 7,
+  STATUS: 8,
+  HOST: 9,
+  DRIVER: 10,
+  RESID: 11,
+  DURATION: 12,
+  PIPE: 13,
+  CDB_AT: 64,
+  SENSE_AT: 80,
+  DATA_AT: 176,
+  BYTES: 176 + 8192,
+} as const;
 
-interface Slot {
+/** Slot states. */
+export const SlotState = { IDLE: 0, POSTED: 1, DONE: 2, STOP: 3 } as const;
+
+/** Result codes in a slot. */
+export const SlotResult = { DONE: 0, ERRNO: 1, EXCEPTION: 2 } as const;
+
+interface Worker_ {
   worker: Worker;
-  busy: boolean;
-  resolve?: (r: SgIoJobResult) => void;
+  words: Int32Array;
+  bytes: Uint8Array;
+  done: ((r: SgIoRun | Error) => void) | null;
 }
 
 /** Options for {@linkcode SgIoExecutor}. */
@@ -58,87 +100,171 @@ export interface SgIoExecutorOptions {
 /** The SG_IO Worker pool. */
 export class SgIoExecutor {
   readonly #maxWorkers: number;
-  readonly #slots: Slot[] = [];
-  readonly #queue: { job: SgIoJob; resolve: (r: SgIoJobResult) => void }[] = [];
-  #nextId = 1;
+  readonly #workers: Worker_[] = [];
+  readonly #queue: { job: SgIoJob; done: (r: SgIoRun | Error) => void }[] = [];
+  readonly #pipe: [number, number];
   #closed = false;
+  #pumping = false;
+  /** An event loop polls {@linkcode SgIoExecutor.completionFd} and calls drain(). */
+  driven = false;
 
   constructor(options: SgIoExecutorOptions) {
     if (!Number.isInteger(options.maxWorkers) || options.maxWorkers < 1) {
       throw new RangeError(`maxWorkers ${options.maxWorkers} must be a positive integer`);
     }
     this.#maxWorkers = options.maxWorkers;
+    this.#pipe = makePipe(true);
   }
 
-  /** Start one Worker now, so the first request does not pay for it. */
-  warmUp(): void {
-    if (this.#slots.length === 0) this.#spawn();
+  /** Readable when a job has finished: poll it, then call {@linkcode SgIoExecutor.drain}. */
+  get completionFd(): number {
+    return this.#pipe[0];
   }
 
   /** Number of Workers started. */
   get workers(): number {
-    return this.#slots.length;
+    return this.#workers.length;
   }
 
   /** Number of jobs running or waiting. */
   get pending(): number {
-    return this.#slots.filter((s) => s.busy).length + this.#queue.length;
+    return this.#workers.filter((w) => w.done !== null).length + this.#queue.length;
   }
 
-  /** Run one SG_IO; the fd must stay open until this settles. */
-  async run(job: Omit<SgIoJob, "id">): Promise<SgIoRun> {
+  /** Start one Worker now, so the first request does not pay for it. */
+  warmUp(): void {
+    if (this.#workers.length === 0 && !this.#closed) this.#spawn();
+  }
+
+  /**
+   * Queue a job; `done` is called from {@linkcode SgIoExecutor.drain} with the
+   * result, or with an Error if the Worker failed. The fd must stay open until then.
+   */
+  submit(job: SgIoJob, done: (r: SgIoRun | Error) => void): void {
     if (this.#closed) throw new Error("SG_IO executor is closed");
-    const full: SgIoJob = { ...job, id: this.#nextId++ };
-    const result = await new Promise<SgIoJobResult>((resolve) => {
-      const slot = this.#idleSlot();
-      if (slot) this.#dispatch(slot, full, resolve);
-      else this.#queue.push({ job: full, resolve });
+    if (job.cdb.length < 6 || job.cdb.length > 16) {
+      throw new RangeError(`CDB length ${job.cdb.length} is not 6..16`);
+    }
+    const w = this.#workers.find((x) => x.done === null) ??
+      (this.#workers.length < this.#maxWorkers ? this.#spawn() : null);
+    if (w === null) this.#queue.push({ job, done });
+    else this.#post(w, job, done);
+  }
+
+  /** Run one job and wait for it (for callers without an event loop of their own). */
+  run(job: SgIoJob): Promise<SgIoRun> {
+    return new Promise((resolve, reject) => {
+      this.submit(job, (r) => r instanceof Error ? reject(r) : resolve(r));
+      if (!this.driven) void this.#pump();
     });
-    if ("error" in result) throw new Error(`SG_IO worker failed: ${result.error}`);
-    return {
-      outcome: result.outcome,
-      data: result.data ?? new Uint8Array(0),
-    };
+  }
+
+  /** Collect finished jobs and call their callbacks; start queued jobs. */
+  drain(): void {
+    const sink = new Uint8Array(64);
+    while ((readFd(this.#pipe[0], sink) ?? 0) > 0) { /* empty the pipe */ }
+    for (const w of this.#workers) {
+      if (w.done === null || Atomics.load(w.words, Slot.STATE) !== SlotState.DONE) continue;
+      const done = w.done;
+      const result = this.#collect(w);
+      w.done = null;
+      Atomics.store(w.words, Slot.STATE, SlotState.IDLE);
+      const next = this.#queue.shift();
+      if (next) this.#post(w, next.job, next.done);
+      done(result);
+    }
   }
 
   /** Stop every Worker (in-flight jobs must have settled). */
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
-    for (const s of this.#slots) s.worker.terminate();
-    this.#slots.length = 0;
+    for (const w of this.#workers) {
+      Atomics.store(w.words, Slot.STATE, SlotState.STOP);
+      Atomics.notify(w.words, Slot.STATE);
+      w.worker.terminate();
+    }
+    this.#workers.length = 0;
+    closeFd(this.#pipe[0]);
+    closeFd(this.#pipe[1]);
   }
 
-  #idleSlot(): Slot | null {
-    const idle = this.#slots.find((s) => !s.busy);
-    if (idle) return idle;
-    if (this.#slots.length < this.#maxWorkers) return this.#spawn();
-    return null;
+  async #pump(): Promise<void> {
+    if (this.#pumping) return;
+    this.#pumping = true;
+    try {
+      const ps = new PollSet(1);
+      ps.add(this.#pipe[0], POLLIN);
+      while (this.pending > 0 && !this.#closed) {
+        await ps.pollAsync(100);
+        if (!this.#closed) this.drain();
+      }
+    } finally {
+      this.#pumping = false;
+    }
   }
 
-  #spawn(): Slot {
-    const worker = new Worker(SGIO_WORKER_URL, { type: "module" });
-    const slot: Slot = { worker, busy: false };
-    worker.onmessage = (e: MessageEvent<SgIoJobResult>) => this.#settle(slot, e.data);
+  #spawn(): Worker_ {
+    const sab = new SharedArrayBuffer(Slot.BYTES);
+    const words = new Int32Array(sab, 0, 16);
+    words[Slot.PIPE] = this.#pipe[1];
+    const worker = new Worker(new URL("./sgio_worker.ts", import.meta.url), { type: "module" });
+    const w: Worker_ = { worker, words, bytes: new Uint8Array(sab), done: null };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
-      this.#settle(slot, { id: 0, error: e.message });
+      // a Worker that dies fails its job instead of hanging it
+      if (w.done !== null) {
+        w.words[Slot.RESULT] = SlotResult.EXCEPTION;
+        Atomics.store(w.words, Slot.STATE, SlotState.DONE);
+        this.drain();
+      }
     };
-    this.#slots.push(slot);
-    return slot;
+    worker.postMessage(sab);
+    this.#workers.push(w);
+    return w;
   }
 
-  #dispatch(slot: Slot, job: SgIoJob, resolve: (r: SgIoJobResult) => void): void {
-    slot.busy = true;
-    slot.resolve = resolve;
-    slot.worker.postMessage(job);
+  #post(w: Worker_, job: SgIoJob, done: (r: SgIoRun | Error) => void): void {
+    const words = w.words;
+    words[Slot.FD] = job.fd;
+    words[Slot.DIRECTION] = job.direction === "in" ? 1 : job.direction === "out" ? 2 : 0;
+    words[Slot.CDB_LEN] = job.cdb.length;
+    const length = job.direction === "in"
+      ? job.transferLength
+      : job.direction === "out"
+      ? job.payload.length
+      : 0;
+    if (length > 8192) throw new RangeError(`transfer length ${length} exceeds 8192`);
+    words[Slot.LENGTH] = length;
+    words[Slot.TIMEOUT] = job.timeoutMs;
+    w.bytes.set(job.cdb, Slot.CDB_AT);
+    if (job.direction === "out") w.bytes.set(job.payload, Slot.DATA_AT);
+    w.done = done;
+    Atomics.store(words, Slot.STATE, SlotState.POSTED);
+    Atomics.notify(words, Slot.STATE);
   }
 
-  #settle(slot: Slot, result: SgIoJobResult): void {
-    const resolve = slot.resolve;
-    slot.busy = false;
-    slot.resolve = undefined;
-    resolve?.(result);
-    const next = this.#queue.shift();
-    if (next) this.#dispatch(slot, next.job, next.resolve);
+  #collect(w: Worker_): SgIoRun | Error {
+    const words = w.words;
+    switch (words[Slot.RESULT]) {
+      case SlotResult.ERRNO:
+        return { outcome: { kind: "errno", errno: words[Slot.ERRNO] }, data: new Uint8Array(0) };
+      case SlotResult.DONE: {
+        const length = words[Slot.DIRECTION] === 1 ? words[Slot.LENGTH] : 0;
+        return {
+          outcome: {
+            kind: "done",
+            status: words[Slot.STATUS],
+            hostStatus: words[Slot.HOST],
+            driverStatus: words[Slot.DRIVER],
+            sense: w.bytes.slice(Slot.SENSE_AT, Slot.SENSE_AT + 96),
+            resid: words[Slot.RESID],
+          },
+          data: w.bytes.slice(Slot.DATA_AT, Slot.DATA_AT + length),
+        };
+      }
+      default:
+        return new Error("the SG_IO worker failed");
+    }
   }
 }

@@ -101,3 +101,42 @@ export async function resetLogging(): Promise<void> {
 export function logger(...category: string[]): Logger {
   return getLogger(["prhelperd", ...category]);
 }
+
+/**
+ * Keeps one noisy source (e.g. a client sending bad requests in a loop) from
+ * flooding the log: per key, `burst` lines pass, then one per `intervalMs`
+ * carrying the number of lines suppressed since the last one.
+ */
+export class LogThrottle {
+  readonly #burst: number;
+  readonly #intervalMs: number;
+  readonly #maxKeys: number;
+  readonly #state = new Map<string, { count: number; last: number; suppressed: number }>();
+
+  constructor(options: { burst: number; intervalMs: number; maxKeys?: number }) {
+    this.#burst = options.burst;
+    this.#intervalMs = options.intervalMs;
+    this.#maxKeys = options.maxKeys ?? 4096;
+  }
+
+  /** Whether to log now for `key`, and how many lines were suppressed before this one. */
+  take(key: string, now: number = Date.now()): { log: boolean; suppressed: number } {
+    let s = this.#state.get(key);
+    if (s === undefined) {
+      if (this.#state.size >= this.#maxKeys) {
+        this.#state.delete(this.#state.keys().next().value!);
+      }
+      s = { count: 0, last: 0, suppressed: 0 };
+      this.#state.set(key, s);
+    }
+    s.count++;
+    if (s.count <= this.#burst || now - s.last >= this.#intervalMs) {
+      const suppressed = s.suppressed;
+      s.suppressed = 0;
+      s.last = now;
+      return { log: true, suppressed };
+    }
+    s.suppressed++;
+    return { log: false, suppressed: s.suppressed };
+  }
+}

@@ -155,7 +155,10 @@ export function planPrivileges(
   const idsOk = allIs(now.uid, target.uid) && allIs(now.gid, target.gid);
   const capsOk = (now.caps.permitted & ~RAWIO) === 0n && now.caps.effective === now.caps.permitted;
   const rawio = has(now.caps.permitted, Cap.SYS_RAWIO);
-  let groupsOk = now.groups.length === 0;
+  // The target gid itself in the supplementary list grants nothing more: systemd's
+  // User= puts the primary group there (initgroups), and it cannot be removed
+  // without CAP_SETGID, which the service does not get.
+  let groupsOk = now.groups.every((g) => g === target.gid);
   if (!groupsOk && idsOk && !has(eff, Cap.SETGID)) {
     // Nothing asked of us but the groups, and we may not change them: live with it.
     warnings.push(

@@ -15,7 +15,7 @@ import {
   probeDevice,
 } from "./device_check.ts";
 import type { SgIoExecutor } from "./executor.ts";
-import { logger } from "./log.ts";
+import { logger, LogThrottle } from "./log.ts";
 import { checkCondition, formatSense, mapSgIoOutcome, Sense, type SenseCode } from "./sense.ts";
 import type { Reply, Request } from "./wire.ts";
 
@@ -60,17 +60,27 @@ export interface HandlerContext {
   sgioTimeoutMs: number;
   access?: AccessCheck;
   audit?: (event: AuditEvent) => void;
-  /** Alternative executor for multipath devices (absent: refused). */
+  /**
+   * Runs a request on a multipath device (absent: refused). Calls `done` once,
+   * from the event loop (e.g. an executor completion), never re-entrantly.
+   */
   multipath?: (
     input: { fd: number; command: PrCommand; payload: Uint8Array; facts: DeviceFacts },
-  ) => Promise<Reply>;
+    done: (reply: Reply) => void,
+  ) => void;
 }
 
 const log = logger("request");
+// a client repeating the same refused request in a loop gets 10 lines, then 1
+// per second carrying the count of the identical lines left out
+const refusalLog = new LogThrottle({ burst: 10, intervalMs: 1000 });
 
 function refusal(peer: Peer, facts: DeviceFacts | null, why: string, sense: SenseCode): Reply {
+  const { log: shouldLog, suppressed } = refusalLog.take(`${peer.connection} ${why}`);
+  if (!shouldLog) return checkCondition(sense);
   log.info("refused request: {why}", {
     why,
+    ...(suppressed > 0 ? { suppressed } : {}),
     sense: formatSense(sense),
     pid: peer.pid,
     uid: peer.uid,
@@ -80,26 +90,28 @@ function refusal(peer: Peer, facts: DeviceFacts | null, why: string, sense: Sens
   return checkCondition(sense);
 }
 
-/** Answer one request. Never throws: every failure becomes a CHECK CONDITION reply. */
-export async function handleRequest(
+/**
+ * Answer one request: `done` is called exactly once with the reply, either
+ * before this returns (every refusal) or later from the executor's drain.
+ * Never throws: every failure becomes a CHECK CONDITION reply.
+ */
+export function handleRequest(
   ctx: HandlerContext,
   input: { peer: Peer; request: Request },
-): Promise<Reply> {
+  done: (reply: Reply) => void,
+): void {
   const { peer, request } = input;
   const command = parsePrCdb(request.cdb);
   let facts: DeviceFacts;
   try {
     facts = probeDevice(request.fd);
   } catch (e) {
-    return refusal(
-      peer,
-      null,
-      `cannot inspect the passed fd: ${(e as Error).message}`,
-      Sense.IO_ERROR,
+    return done(
+      refusal(peer, null, `cannot inspect the passed fd: ${(e as Error).message}`, Sense.IO_ERROR),
     );
   }
   const decision: DeviceDecision = decideDevice(facts);
-  if (!decision.ok) return refusal(peer, facts, decision.reason, decision.sense);
+  if (!decision.ok) return done(refusal(peer, facts, decision.reason, decision.sense));
 
   if (ctx.access) {
     let verdict: AccessVerdict;
@@ -108,45 +120,66 @@ export async function handleRequest(
     } catch (e) {
       verdict = { allow: false, reason: `access check failed: ${(e as Error).message}` };
     }
-    if (!verdict.allow) return refusal(peer, facts, verdict.reason, Sense.ACCESS_DENIED);
+    if (!verdict.allow) return done(refusal(peer, facts, verdict.reason, Sense.ACCESS_DENIED));
   }
 
   if (command.direction === "out" && facts.readOnly) {
-    return refusal(peer, facts, "PR OUT on an fd opened read-only", Sense.INVALID_OPCODE);
+    return done(refusal(peer, facts, "PR OUT on an fd opened read-only", Sense.INVALID_OPCODE));
   }
 
-  let reply: Reply;
+  const finish = (reply: Reply) => {
+    if (command.direction === "out" && ctx.audit) {
+      try {
+        ctx.audit({
+          peer,
+          facts,
+          command,
+          payload: request.payload,
+          status: reply.status,
+          sense: reply.sense ?? new Uint8Array(96),
+        });
+      } catch (e) {
+        log.error("audit record failed: {error}", { error: String(e) });
+      }
+    }
+    done(reply);
+  };
+
   if (decision.deviceClass === "multipath") {
     if (!ctx.multipath) {
-      return refusal(
-        peer,
-        facts,
-        "multipath devices are not supported by this build",
-        Sense.INVALID_OPCODE,
+      return done(
+        refusal(
+          peer,
+          facts,
+          "multipath devices are not supported by this build",
+          Sense.INVALID_OPCODE,
+        ),
       );
     }
     try {
-      reply = await ctx.multipath({ fd: request.fd, command, payload: request.payload, facts });
+      ctx.multipath({ fd: request.fd, command, payload: request.payload, facts }, finish);
     } catch (e) {
-      return refusal(peer, facts, `multipath: ${(e as Error).message}`, Sense.LUN_COMM_FAILURE);
+      done(refusal(peer, facts, `multipath: ${(e as Error).message}`, Sense.LUN_COMM_FAILURE));
     }
-  } else {
-    const transferLength = command.direction === "in" ? command.length : request.payload.length;
-    try {
-      const run = await ctx.executor.run({
-        fd: request.fd,
-        cdb: command.deviceCdb,
-        direction: transferLength === 0 ? "none" : command.direction,
-        transferLength: command.direction === "in" ? transferLength : 0,
-        payload: command.direction === "out" ? request.payload : new Uint8Array(0),
-        timeoutMs: ctx.sgioTimeoutMs,
-      });
+    return;
+  }
+
+  const transferLength = command.direction === "in" ? command.length : request.payload.length;
+  try {
+    ctx.executor.submit({
+      fd: request.fd,
+      cdb: command.deviceCdb,
+      direction: transferLength === 0 ? "none" : command.direction,
+      transferLength: command.direction === "in" ? transferLength : 0,
+      payload: command.direction === "out" ? request.payload : new Uint8Array(0),
+      timeoutMs: ctx.sgioTimeoutMs,
+    }, (run) => {
+      if (run instanceof Error) {
+        return done(
+          refusal(peer, facts, `SG_IO could not run: ${run.message}`, Sense.LUN_COMM_FAILURE),
+        );
+      }
       const mapped = mapSgIoOutcome(run.outcome, transferLength);
-      reply = {
-        status: mapped.status,
-        sense: mapped.sense,
-        data: run.data.subarray(0, mapped.dataLength),
-      };
       if (run.outcome.kind === "errno" || run.outcome.hostStatus !== 0) {
         log.debug("SG_IO failed", {
           outcome: run.outcome.kind === "errno"
@@ -156,28 +189,15 @@ export async function handleRequest(
           conn: peer.connection,
         });
       }
-    } catch (e) {
-      return refusal(
-        peer,
-        facts,
-        `SG_IO could not run: ${(e as Error).message}`,
-        Sense.LUN_COMM_FAILURE,
-      );
-    }
-  }
-  if (command.direction === "out" && ctx.audit) {
-    try {
-      ctx.audit({
-        peer,
-        facts,
-        command,
-        payload: request.payload,
-        status: reply.status,
-        sense: reply.sense ?? new Uint8Array(96),
+      finish({
+        status: mapped.status,
+        sense: mapped.sense,
+        data: run.data.subarray(0, mapped.dataLength),
       });
-    } catch (e) {
-      log.error("audit record failed: {error}", { error: String(e) });
-    }
+    });
+  } catch (e) {
+    done(
+      refusal(peer, facts, `SG_IO could not run: ${(e as Error).message}`, Sense.LUN_COMM_FAILURE),
+    );
   }
-  return reply;
 }

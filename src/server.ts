@@ -1,10 +1,15 @@
 /**
- * The event loop: one poll(2) over the listening socket, a wake-up pipe and
- * every connection that is waiting for input or for its reply to drain. The
- * poll runs on Deno's blocking pool, so the JS thread stays free; reads and
- * writes are non-blocking and synchronous; SG_IO runs on Workers
- * (src/executor.ts). A connection with a request in flight is not polled, so
- * its next frame stays in the socket until the reply is written.
+ * The event loop: one synchronous poll(2) on the main thread over the
+ * listening socket, the SG_IO executor's completion pipe and every connection
+ * that is waiting for input or for its reply to drain. Reads and writes are
+ * non-blocking; SG_IO runs on Workers (src/executor.ts) and comes back through
+ * the completion pipe, so a request costs the same thread switches as in a C
+ * helper with a thread pool. A connection with a request in flight is not
+ * polled, so its next frame stays in the socket until the reply is written.
+ *
+ * The poll never blocks longer than {@linkcode YIELD_MS}; the loop then (and at
+ * least that often under load) yields to Deno's event loop, where signals and
+ * timers (sd_notify) run.
  *
  * @module
  */
@@ -12,7 +17,6 @@
 import { SysError } from "../ffi/errno.ts";
 import {
   acceptConnection,
-  makePipe,
   peerCred,
   peerSecurityContext,
   POLLERR,
@@ -21,8 +25,6 @@ import {
   POLLNVAL,
   POLLOUT,
   PollSet,
-  readFd,
-  writeSome,
 } from "../ffi/libc.ts";
 import { Connection, safeClose } from "./connection.ts";
 import { logger } from "./log.ts";
@@ -55,12 +57,21 @@ export interface ServerStats {
 
 const log = logger("server");
 const ACCEPT_BACKOFF_MS = 200;
+/** Longest time the loop keeps Deno's event loop waiting (signals, timers). */
+export const YIELD_MS = 100;
+
+/**
+ * One turn of Deno's event loop. A timer, because only a full turn polls the
+ * signal streams (a MessageChannel message is delivered without one).
+ */
+function yieldToEventLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
 
 /** The helper's accept/serve loop. */
 export class Server {
   readonly #opts: ServerOptions;
   readonly #conns = new Map<number, Connection>();
-  readonly #wake: [number, number];
   readonly #poll = new PollSet(256);
   #stopping = false;
   #acceptPausedUntil = 0;
@@ -70,7 +81,7 @@ export class Server {
 
   constructor(options: ServerOptions) {
     this.#opts = options;
-    this.#wake = makePipe(true);
+    options.handler.executor.driven = true;
   }
 
   /** Current counters. */
@@ -88,40 +99,40 @@ export class Server {
    * written; idle connections are dropped. {@linkcode Server.run} then returns.
    */
   stop(): void {
-    if (this.#stopping) return;
     this.#stopping = true;
-    this.#wakeUp();
   }
 
   /** Serve until {@linkcode Server.stop} and the drain are done. */
   async run(): Promise<void> {
+    const executor = this.#opts.handler.executor;
+    let lastYield = Date.now();
     try {
       for (;;) {
-        const now = Date.now();
+        let now = Date.now();
         if (this.#stopping) this.#dropIdle();
         this.#expireStalled(now);
         if (this.#stopping && this.#conns.size === 0 && this.#inFlight === 0) break;
         const timeout = this.#buildPollSet(now);
-        await this.#poll.pollAsync(timeout);
-        this.#dispatchEvents(Date.now());
+        const budget = Math.max(0, YIELD_MS - (now - lastYield));
+        const ready = this.#poll.pollSync(timeout < 0 ? budget : Math.min(timeout, budget));
+        now = Date.now();
+        if (ready > 0) this.#dispatchEvents(now, executor.completionFd);
+        if (ready === 0 || now - lastYield >= YIELD_MS) {
+          await yieldToEventLoop();
+          lastYield = Date.now();
+        }
       }
     } finally {
       for (const c of this.#conns.values()) c.close();
       this.#conns.clear();
-      safeClose(this.#wake[0]);
-      safeClose(this.#wake[1]);
     }
   }
 
   #buildPollSet(now: number): number {
     const ps = this.#poll;
     ps.clear();
-    ps.add(this.#wake[0], POLLIN);
+    ps.add(this.#opts.handler.executor.completionFd, POLLIN);
     let timeout = -1;
-    if (!this.#stopping) {
-      if (now >= this.#acceptPausedUntil) ps.add(this.#opts.listenFd, POLLIN);
-      else timeout = this.#acceptPausedUntil - now;
-    }
     for (const c of this.#conns.values()) {
       if (c.writing) ps.add(c.fd, POLLOUT);
       else if (!c.busy) ps.add(c.fd, POLLIN);
@@ -131,18 +142,25 @@ export class Server {
         timeout = timeout < 0 ? left : Math.min(timeout, left);
       }
     }
+    // last, so that connections that ended in this round free their slot first
+    if (!this.#stopping) {
+      if (now >= this.#acceptPausedUntil) ps.add(this.#opts.listenFd, POLLIN);
+      else {
+        const left = this.#acceptPausedUntil - now;
+        timeout = timeout < 0 ? left : Math.min(timeout, left);
+      }
+    }
     return timeout;
   }
 
-  #dispatchEvents(now: number): void {
+  #dispatchEvents(now: number, completionFd: number): void {
     const ps = this.#poll;
     for (let i = 0; i < ps.size; i++) {
       const ev = ps.revents(i);
       if (ev === 0) continue;
       const fd = ps.fd(i);
-      if (fd === this.#wake[0]) {
-        const sink = new Uint8Array(64);
-        while ((readFd(fd, sink) ?? 0) > 0) { /* drain */ }
+      if (fd === completionFd) {
+        this.#opts.handler.executor.drain();
       } else if (fd === this.#opts.listenFd) {
         this.#acceptAll(now);
       } else {
@@ -242,34 +260,44 @@ export class Server {
         }
         c.busy = true;
         this.#inFlight++;
-        void this.#serve(c, r.request);
+        this.#serve(c, r.request);
     }
   }
 
-  async #serve(c: Connection, request: Request): Promise<void> {
-    let bytes: Uint8Array;
+  #serve(c: Connection, request: Request): void {
+    let answered = false;
+    const answer = (bytes: Uint8Array) => {
+      if (answered) return;
+      answered = true;
+      safeClose(request.fd);
+      this.#inFlight--;
+      c.busy = false;
+      c.requests++;
+      this.#stats.requests++;
+      if (!c.closed) {
+        c.queue(bytes);
+        this.#flush(c, Date.now());
+      }
+      this.#notify();
+    };
     try {
-      const reply = await handleRequest(this.#opts.handler, { peer: c.peer, request });
-      bytes = encodeReply(reply, request.frame);
+      handleRequest(this.#opts.handler, { peer: c.peer, request }, (reply) => {
+        let bytes: Uint8Array;
+        try {
+          bytes = encodeReply(reply, request.frame);
+        } catch (e) {
+          log.error("cannot encode reply: {error}", { error: String(e), id: c.peer.connection });
+          bytes = encodeReply(checkCondition(Sense.LUN_COMM_FAILURE), request.frame);
+        }
+        answer(bytes);
+      });
     } catch (e) {
       log.error("request failed unexpectedly: {error}", {
         error: String(e),
         id: c.peer.connection,
       });
-      bytes = encodeReply(checkCondition(Sense.LUN_COMM_FAILURE), request.frame);
-    } finally {
-      safeClose(request.fd);
-      this.#inFlight--;
+      answer(encodeReply(checkCondition(Sense.LUN_COMM_FAILURE), request.frame));
     }
-    c.busy = false;
-    c.requests++;
-    this.#stats.requests++;
-    if (!c.closed) {
-      c.queue(bytes);
-      this.#flush(c, Date.now());
-    }
-    this.#notify();
-    this.#wakeUp();
   }
 
   #flush(c: Connection, now: number): void {
@@ -317,18 +345,4 @@ export class Server {
   #notify(): void {
     this.#opts.onStats?.(this.stats);
   }
-
-  #wakeUp(): void {
-    try {
-      sendWake(this.#wake[1]);
-    } catch {
-      // pipe full: a wake-up is already pending
-    }
-  }
-}
-
-const ONE = new Uint8Array([1]);
-
-function sendWake(fd: number): void {
-  writeSome(fd, ONE);
 }

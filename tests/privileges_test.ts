@@ -61,6 +61,21 @@ Deno.test("privileges: already minimal (systemd ambient) stays in place", () => 
   );
 });
 
+Deno.test("privileges: systemd's User= leaves the primary group as supplementary: fine", () => {
+  const c = creds({
+    uid: 997,
+    gid: 997,
+    groups: [997],
+    caps: { effective: RAWIO, permitted: RAWIO, inheritable: RAWIO },
+    bounding: RAWIO,
+    noNewPrivs: true,
+  });
+  assert.deepEqual(planPrivileges(c, { uid: 997, gid: 997 }, false), {
+    action: "keep",
+    warnings: [],
+  });
+});
+
 Deno.test("privileges: no CAP_SYS_RAWIO gives the warning", () => {
   const none = { effective: 0n, permitted: 0n, inheritable: 0n };
   const p = planPrivileges(

@@ -120,7 +120,7 @@ fi
 
 # ---------------------------------------------------------------- 5. deno
 DENO=$(find_deno) || { install_deno; DENO=$(find_deno); }
-KEY_DENO=$(cat "$PROJ/deno.json" "$PROJ/deno.lock" 2>/dev/null | sha256sum | cut -c1-16)-$("$DENO" --version | head -1 | tr ' ' _)
+KEY_DENO=v2-$(cat "$PROJ/deno.json" "$PROJ/deno.lock" 2>/dev/null | sha256sum | cut -c1-16)-$("$DENO" --version | head -1 | tr ' ' _)
 if stamp_ok denodir "$KEY_DENO" && [ -d "$WORK/deno-dir" ]; then
   echo "prepare: DENO_DIR up to date"
 else

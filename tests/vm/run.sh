@@ -49,7 +49,7 @@ ensure_host_tools || cannot_run "host tools missing and cannot be installed"
 
 T0=$(date +%s)
 "$HERE/prepare.sh"
-"$HERE/build-initramfs.sh" "${NESTED[@]}"
+if [ ${#NESTED[@]} -gt 0 ]; then "$HERE/build-initramfs.sh" --nested; else "$HERE/build-initramfs.sh"; fi
 T1=$(date +%s)
 
 LIST=all

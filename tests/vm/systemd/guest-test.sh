@@ -14,6 +14,10 @@ check() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
 finish() {
   echo "--- journal of prhelperd (priority-tagged)"
   journalctl -u prhelperd.service -u prhelperd.socket -o short-precise --no-pager | tail -40
+  echo "--- the service's own lines with their journal priority (from the <N> prefixes)"
+  for p in 0 1 2 3 4 5 6 7; do
+    journalctl -u prhelperd.service -p $p..$p -o cat --no-pager | sed "s/^/<$p> /"
+  done | grep -v '^<.> -- No entries --$' | tail -30
   if [ $FAILS = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL ($FAILS)"; fi
   sync
   systemctl --no-block poweroff
@@ -81,17 +85,21 @@ echo "service MainPID $PID; prhelperd = $UID_P:$GID_P"
 n=0
 for st in /proc/$PID/task/*/status; do
   n=$((n+1))
-  name=$(awk '/^Name:/{print $2}' $st)
+  name=$(sed -n 's/^Name:\t//p' $st)
   u=$(awk '/^Uid:/{print $2,$3,$4,$5}' $st); g=$(awk '/^Gid:/{print $2,$3,$4,$5}' $st)
   grp=$(awk '/^Groups:/{print $2}' $st)
   ce=$(awk '/^CapEff:/{print $2}' $st); cp=$(awk '/^CapPrm:/{print $2}' $st)
   cb=$(awk '/^CapBnd:/{print $2}' $st); nnp=$(awk '/^NoNewPrivs:/{print $2}' $st)
   echo "  tid $(basename $(dirname $st)) $name: Uid $u Gid $g Groups [$grp] CapEff $ce CapPrm $cp CapBnd $cb NoNewPrivs $nnp"
-  [ "$u" = "$UID_P $UID_P $UID_P $UID_P" ] && [ "$g" = "$GID_P $GID_P $GID_P $GID_P" ] && [ -z "$grp" ] &&
+  # Groups: systemd's User= adds the primary group (initgroups); nothing else.
+  [ "$u" = "$UID_P $UID_P $UID_P $UID_P" ] && [ "$g" = "$GID_P $GID_P $GID_P $GID_P" ] &&
+    { [ -z "$grp" ] || [ "$grp" = "$GID_P" ]; } &&
     [ "$ce" = 0000000000020000 ] && [ "$cp" = 0000000000020000 ] && [ "$cb" = 0000000000020000 ] &&
     [ "$nnp" = 1 ] || bad "thread $(basename $(dirname $st)) ($name) credentials"
 done
-check '[ $n -ge 5 ]' "checked $n threads: all prhelperd, CAP_SYS_RAWIO only, no_new_privs"
+check '[ $n -ge 5 ]' "checked $n threads: all prhelperd (no other group), CAP_SYS_RAWIO only, no_new_privs"
+check '! journalctl -u prhelperd.service -o json --no-pager | grep -q "\"PRIORITY\":\"[0-4]\""' \
+  "no warning or error in the service's journal (e.g. no missing CAP_SYS_RAWIO)"
 status=$(systemctl show -p StatusText --value prhelperd.service); echo "StatusText: $status"
 check '[ -n "$status" ]' "sd_notify STATUS= reached systemd"
 check 'journalctl -u prhelperd.service -o json --no-pager | grep -q "\"PRIORITY\":\"6\""' \
@@ -109,3 +117,34 @@ check '[ "$(systemctl is-active prhelperd.socket)" = active ]' "socket still lis
 # a new client re-activates it
 check 'prhelperd client --socket $SOCK --in --read-keys $DEV >/dev/null' "re-activation by the next client"
 check 'systemctl stop prhelperd.socket prhelperd.service' "stop socket and service"
+
+# 6. outside systemd, as root: as libvirt runs it (-k only), and with -u/-g.
+#    Both re-execute themselves; SG_IO then runs on a Worker thread of the
+#    re-executed process, on the real LUN.
+threads_ok() {  # PID UID GID: every thread has exactly these ids, no groups, RAWIO only, CapBnd 0
+  local pid=$1 uid=$2 gid=$3 st bad_threads=0
+  for st in /proc/$pid/task/*/status; do
+    grep -q "^Uid:.$uid.$uid.$uid.$uid\$" $st && grep -q "^Gid:.$gid.$gid.$gid.$gid\$" $st &&
+      grep -q "^Groups:[[:space:]]*\$" $st && grep -q "^CapEff:.0000000000020000" $st &&
+      grep -q "^CapPrm:.0000000000020000" $st && grep -q "^CapBnd:.0000000000000000" $st &&
+      grep -q "^NoNewPrivs:.1" $st || { bad_threads=$((bad_threads+1)); grep -E "^(Name|Uid|Gid|Groups|Cap|NoNew)" $st; }
+  done
+  [ $bad_threads = 0 ]
+}
+for mode in libvirt drop; do
+  sock=/run/prh-$mode.sock
+  if [ $mode = libvirt ]; then args="-k $sock"; uid=0; gid=0
+  else args="-k $sock -u nobody -g nogroup"; uid=65534; gid=65534; fi
+  (cd / && exec /usr/bin/prhelperd $args < /dev/null > /run/prh-$mode.log 2>&1) &
+  pid=$!
+  for i in $(seq 600); do [ -S $sock ] && break; sleep 0.1; done
+  check "prhelperd client --socket $sock --out --register --param-sark=0x77 $DEV" \
+    "$mode ($args): PR OUT REGISTER on the LUN"
+  out=$(prhelperd client --socket $sock --in --read-keys $DEV 2>&1)
+  check 'echo "$out" | grep -q 0x77' "$mode: PR IN READ KEYS shows the key"
+  check "threads_ok $pid $uid $gid" "$mode: every thread uid $uid gid $gid, no groups, CAP_SYS_RAWIO only, CapBnd 0"
+  prhelperd client --socket $sock --out --register --param-rk=0x77 --param-sark=0 $DEV > /dev/null
+  kill -TERM $pid; wait $pid; rc=$?
+  check '[ $rc = 0 ]' "$mode: SIGTERM exits 0"
+  cat /run/prh-$mode.log
+done

@@ -53,10 +53,12 @@ client() {
   shift 2
   rm -f /run/svirt-$name.out /run/svirt-$name.go
   mkfifo /run/svirt-$name.go
+  cd $PRJ   # deno.json (import map) is found from the working directory
   runcon $ctx "$DENO" run --no-lock --cached-only --no-prompt -A --v8-flags=--jitless \
     $RIG/driver/svirt_client.ts $SOCK /run/svirt-$name.out /run/svirt-$name.go "$@" \
     > /run/svirt-$name.log 2>&1 &
   eval "CP_$name=\$!"
+  cd /
   while ! grep -qs '^ready' /run/svirt-$name.out && [ $n -lt 300 ] && kill -0 $! 2>/dev/null; do
     sleep 0.2; n=$((n+1))
   done
@@ -81,18 +83,23 @@ go() {
 }
 # result NAME LABEL REGEX : the client's result line for LABEL must match
 result() {
-  local line
-  line=$(grep "^RESULT $2 " /run/svirt-$1.out)
-  check 'echo "$line" | grep -qE "$3"' "client $1 $2: ${line:-no result} ~ /$3/"
+  R_LINE=$(grep "^RESULT $2 " /run/svirt-$1.out 2>/dev/null) R_RE=$3
+  check 'echo "$R_LINE" | grep -qE "$R_RE"' "client $1 $2: ${R_LINE:-no result} ~ /$3/"
 }
 DENIED='status=02 sense=5/20/02$'
 GOOD='status=00$'
 # keys : registered keys as LIO reports them through path 2 (root, unconfined)
 keys() { sg_persist --in --read-keys $B 2>&1 | grep -E '0x[0-9a-f]+|NO registered' | tr -s ' \n' ' '; }
-log_has() { check 'grep -qE "$1" $LOGF' "daemon log: /$1/"; }
+log_has() { L_RE=$1; check 'grep -qE "$L_RE" $LOGF' "daemon log: /$1/"; }
+# started: the socket exists before the start-up lines are logged; wait for them
+started() {
+  local n=0
+  while ! grep -q 'listening on' $LOGF && [ $n -lt 150 ]; do sleep 0.2; n=$((n+1)); done
+}
 
 # ================================================================ enforcing
 PRD_MODE=daemon prd_start $SOCK -v || exit 1
+started
 log_has 'SELinux access check: on \(permissive\)'
 client e12 $C12 x-blk,/dev/prh-blk-c34,reg,0xbad1 x-sg,/dev/prh-sg-c34,reg,0xbad2 pause \
   same-blk,/dev/prh-blk-c12,reg,0xc12 pause \
@@ -163,6 +170,7 @@ cp $LOGF /run/prhelperd-checked.log
 echo "--- control: with --selinux=off the cross-MCS request goes through (enforcing)"
 lio_reset > /dev/null || exit 1
 PRD_MODE=daemon prd_start $SOCK -v --selinux=off || exit 1
+started
 log_has 'SELinux access check: off: disabled by option'
 client c12 $C12 x-blk,/dev/prh-blk-c34,reg,0xbad9
 expect 0 setenforce 1
