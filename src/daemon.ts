@@ -132,7 +132,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       gid: dropped.gid,
       rawio: dropped.rawio ? "effective" : "MISSING",
     });
-    executor.warmUp();
+    // SG_IO Workers start on first use: a helper that only sees refused requests never pays for them
     let security: Security;
     try {
       security = createSecurity({

@@ -26,9 +26,11 @@ function code(key: number, asc: number, ascq: number): SenseCode {
   return { key, asc, ascq };
 }
 
-/** Every sense code this helper produces, by meaning. */
-export const Sense = {
-  /** 05/20/00 ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE: PR OUT on a read-only fd; a device the helper will not pass PR to. */
+const SENSE_CODES: Record<SenseName, SenseCode> = {
+  /**
+   * 05/20/00 ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE: PR OUT on a
+   * read-only fd; a device the helper will not pass PR to.
+   */
   INVALID_OPCODE: code(0x05, 0x20, 0x00),
   /** 05/20/02 ILLEGAL REQUEST, ACCESS DENIED - NO ACCESS RIGHTS: the access policy refused. */
   ACCESS_DENIED: code(0x05, 0x20, 0x02),
@@ -62,7 +64,30 @@ export const Sense = {
   SPACE_ALLOC_FAILED: code(0x07, 0x27, 0x07),
   /** 06/29/00 UNIT ATTENTION, POWER ON, RESET, OR BUS DEVICE RESET OCCURRED. */
   DEVICE_RESET: code(0x06, 0x29, 0x00),
-} as const satisfies Record<string, SenseCode>;
+};
+
+/** The names of {@linkcode Sense}. */
+export type SenseName =
+  | "INVALID_OPCODE"
+  | "ACCESS_DENIED"
+  | "INVALID_FIELD"
+  | "INVALID_PARAM"
+  | "INVALID_PARAM_LEN"
+  | "IO_ERROR"
+  | "LUN_COMM_FAILURE"
+  | "NO_LUN"
+  | "COMMAND_TIMEOUT"
+  | "COMMAND_ABORTED"
+  | "NEXUS_LOSS"
+  | "TARGET_FAILURE"
+  | "READ_ERROR"
+  | "NO_MEDIUM"
+  | "NOT_READY"
+  | "SPACE_ALLOC_FAILED"
+  | "DEVICE_RESET";
+
+/** Every sense code this helper produces, by meaning. */
+export const Sense: Readonly<Record<SenseName, SenseCode>> = SENSE_CODES;
 
 /** 96 bytes of fixed-format sense (response code 0x70, additional length 10). */
 export function fixedSense(sense: SenseCode): Uint8Array {

@@ -14,7 +14,7 @@
  * @module
  */
 
-import { SysError } from "../ffi/errno.ts";
+import type { SysError } from "../ffi/errno.ts";
 import {
   acceptConnection,
   peerCred,

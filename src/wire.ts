@@ -278,7 +278,7 @@ export class RequestFramer {
         return FEATURES_LEN - this.#have;
       case "cdb":
         return CDB_LEN - this.#have;
-      case "payload":
+      default:
         return CDB_LEN + this.#frame!.payloadLength - this.#have;
     }
   }

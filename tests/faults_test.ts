@@ -34,6 +34,7 @@ import {
   sasTransportId,
 } from "../src/cdb.ts";
 import { handleRequest } from "../src/request_handler.ts";
+import type { Reply } from "../src/wire.ts";
 import type { SgIoExecutor } from "../src/executor.ts";
 import { decideDevice } from "../src/device_check.ts";
 import { formatSense, parseSense, Sense } from "../src/sense.ts";
@@ -432,12 +433,13 @@ Deno.test("upstream crash: an O_PATH fd (only fstat/fcntl work on it) is answere
   });
 });
 
-Deno.test("upstream crash: fstat failing on the fd is a CHECK CONDITION, not an exit", async () => {
+Deno.test("upstream crash: fstat failing on the fd is a CHECK CONDITION, not an exit", () => {
   // qemu-pr-helper exit(1)s when fstat fails. A received fd cannot be made to
   // fail fstat from outside on this host, so the handler gets one that is closed.
   const fd = openPath("/dev/null", O_RDONLY);
   closeFd(fd);
-  const reply = await handleRequest({ executor: {} as SgIoExecutor, sgioTimeoutMs: 1000 }, {
+  let got: Reply | null = null;
+  handleRequest({ executor: {} as SgIoExecutor, sgioTimeoutMs: 1000 }, {
     peer: { pid: 1, uid: 0, gid: 0, context: null, connection: 1 },
     request: {
       cdb: prInCdb(0, 8192),
@@ -445,7 +447,10 @@ Deno.test("upstream crash: fstat failing on the fd is a CHECK CONDITION, not an 
       frame: { opcode: PR_IN, dataLength: 8192, payloadLength: 0 },
       payload: new Uint8Array(0),
     },
-  });
+  }, (r) => got = r);
+  // a refusal is answered before handleRequest returns
+  const reply = got as Reply | null;
+  assert.ok(reply !== null, "no synchronous reply");
   assert.equal(reply.status, ScsiStatus.CHECK_CONDITION);
   assert.equal(formatSense(parseSense(reply.sense!)!), formatSense(Sense.IO_ERROR));
 });

@@ -71,12 +71,28 @@ if [ $host_only = 0 ]; then
     echo "!!!!! VM TIER NOT RUN: tests/vm/run.sh is missing. Counted as a failure. !!!!!"
     failed=$((failed + 1))
   else
-    tests/vm/run.sh --ci 2>&1 | tee "$log_dir/vm.log" | grep -aE 'VM-TEST|RIG-|run-vm:|rig:' || true
+    # one boot per set of prerequisites; each prints VM-TEST lines
+    : >"$log_dir/vm.log"
+    vm_run() { # vm_run LABEL ARGS...: one boot
+      local label=$1 rc; shift
+      echo "--- VM boot: $label (tests/vm/run.sh --require $*)"
+      tests/vm/run.sh --require "$@" >"$log_dir/vm-$label.log" 2>&1; rc=$?
+      grep -aE '^(VM-TEST|VM-SUMMARY|VM-RESULT)' "$log_dir/vm-$label.log"
+      if [ $rc != 0 ] && ! grep -aq '^VM-TEST .*: FAIL' "$log_dir/vm-$label.log"; then
+        # the boot itself failed (no verdict): show why and count it
+        tail -40 "$log_dir/vm-$label.log"
+        echo "VM-TEST boot-$label: FAIL (run.sh exit $rc without a test verdict)" | tee -a "$log_dir/vm-$label.log"
+      fi
+      cat "$log_dir/vm-$label.log" >>"$log_dir/vm.log"
+    }
+    vm_run plain                                   # LIO, PR matrix, differential, tools, smoke
+    vm_run selinux --selinux svirt                 # enforcing-mode sVirt checks
+    vm_run nested --nested nested-qprh nested-prhelperd   # a real QEMU, ~4 min each
+    vm_run fault --fault                           # a corrupted reply byte must fail the differential
     vp=$(grep -acE '^VM-TEST .*: PASS' "$log_dir/vm.log")
     vf=$(grep -acE '^VM-TEST .*: FAIL' "$log_dir/vm.log")
     if [ "$vp" = 0 ] && [ "$vf" = 0 ]; then
       echo "FAIL: the VM tier reported no test"; vf=1
-      tail -50 "$log_dir/vm.log"
     fi
     passed=$((passed + vp)); failed=$((failed + vf))
   fi
