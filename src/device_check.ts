@@ -75,28 +75,44 @@ export function decideDevice(facts: DeviceFacts): DeviceDecision {
   }
 }
 
-/** Read the facts about an fd from fstat(2), fcntl(2) and sysfs. */
-export function probeDevice(fd: number): DeviceFacts {
-  const st = fstatFd(fd);
-  const readOnly = (fileStatusFlags(fd) & O_ACCMODE) === O_RDONLY;
-  const facts: DeviceFacts = {
-    kind: st.kind,
-    major: st.rdevMajor,
-    minor: st.rdevMinor,
-    readOnly,
-    partition: false,
-    scsi: false,
-    dmUuid: null,
-  };
-  const id = `${st.rdevMajor}:${st.rdevMinor}`;
-  if (st.kind === "block") {
+/** What sysfs says about a device number (does not depend on the fd). */
+type SysfsFacts = Pick<DeviceFacts, "partition" | "scsi" | "dmUuid">;
+
+/**
+ * sysfs answers by device number, cached briefly: a loop of requests on one
+ * disk then costs fstat + fcntl, not three sysfs look-ups each. Short enough
+ * that a device number reused after a hot-unplug is seen afresh.
+ */
+const SYSFS_TTL_MS = 2000;
+const sysfsCache = new Map<string, { at: number; facts: SysfsFacts }>();
+
+function sysfsFacts(kind: FileKind, major: number, minor: number): SysfsFacts {
+  const id = `${major}:${minor}`;
+  const key = `${kind} ${id}`;
+  const now = Date.now();
+  const hit = sysfsCache.get(key);
+  if (hit && now - hit.at < SYSFS_TTL_MS) return hit.facts;
+  const facts: SysfsFacts = { partition: false, scsi: false, dmUuid: null };
+  if (kind === "block") {
     const sys = `/sys/dev/block/${id}`;
     facts.partition = readSmallFile(`${sys}/partition`, 64) !== null;
     const dm = readSmallFile(`${sys}/dm/uuid`, 256);
     facts.dmUuid = dm === null ? null : dm.trim();
     facts.scsi = (readLink(`${sys}/device/subsystem`) ?? "").endsWith("/scsi");
-  } else if (st.kind === "char") {
+  } else if (kind === "char") {
     facts.scsi = (readLink(`/sys/dev/char/${id}/subsystem`) ?? "").endsWith("/scsi_generic");
   }
+  if (sysfsCache.size >= 1024) sysfsCache.clear();
+  sysfsCache.set(key, { at: now, facts });
   return facts;
+}
+
+/** Read the facts about an fd from fstat(2), fcntl(2) and sysfs. */
+export function probeDevice(fd: number): DeviceFacts {
+  const st = fstatFd(fd);
+  const readOnly = (fileStatusFlags(fd) & O_ACCMODE) === O_RDONLY;
+  const sys = st.kind === "block" || st.kind === "char"
+    ? sysfsFacts(st.kind, st.rdevMajor, st.rdevMinor)
+    : { partition: false, scsi: false, dmUuid: null };
+  return { kind: st.kind, major: st.rdevMajor, minor: st.rdevMinor, readOnly, ...sys };
 }
