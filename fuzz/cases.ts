@@ -368,22 +368,23 @@ function candidates(c: FuzzCase): FuzzCase[] {
       }
     });
   });
-  // shorter chunks, then zeroed bytes
+  // shorter chunks, zeroed chunks, then zeroed bytes (the first 64 of each chunk)
   c.chunks.forEach((k, i) => {
     const b = fromHex(k.hex);
-    if (b.length > 1) {
-      for (const n of [b.length >> 1, b.length - 1]) {
-        out.push(with_(c.chunks.map((q, y) => y === i ? { ...q, hex: toHex(b.slice(0, n)) } : q)));
-      }
+    const set = (hex: string) =>
+      out.push(with_(c.chunks.map((q, y) => y === i ? { ...q, hex } : q)));
+    if (b.length > 1) { for (const n of [b.length >> 1, b.length - 1]) set(toHex(b.slice(0, n))); }
+    if (b.some((x) => x !== 0)) set(toHex(new Uint8Array(b.length)));
+    if (b.length > 64 && b.subarray(16).some((x) => x !== 0)) {
+      const z = b.slice();
+      z.fill(0, 16);
+      set(toHex(z));
     }
-    if (b.some((x) => x !== 0)) {
-      for (let p = 0; p < b.length; p++) {
-        if (b[p] === 0) continue;
-        const z = b.slice();
-        z[p] = 0;
-        out.push(with_(c.chunks.map((q, y) => y === i ? { ...q, hex: toHex(z) } : q)));
-        if (out.length > 4000) break;
-      }
+    for (let p = 0; p < Math.min(b.length, 64); p++) {
+      if (b[p] === 0) continue;
+      const z = b.slice();
+      z[p] = 0;
+      set(toHex(z));
     }
   });
   return out;

@@ -105,6 +105,12 @@ class Target {
     this.baseline = await measureBaseline(this.daemon, this.control);
   }
 
+  /** A fresh daemon: no state left over from earlier cases. */
+  async restart(): Promise<void> {
+    await this.daemon.stop();
+    await this.start();
+  }
+
   async restartIfDead(): Promise<void> {
     if (!this.daemon.alive) {
       await this.daemon.stop();
@@ -133,7 +139,11 @@ class Target {
   }
 }
 
-/** Run one case alone against the target, with every check. */
+/**
+ * Run one case alone against the target and check what it alone did: its
+ * replies, the daemon alive, its fds back to the count before the case, and a
+ * control round trip (whose own fds are not counted against the case).
+ */
 async function runOne(
   t: Target,
   c: FuzzCase,
@@ -141,15 +151,19 @@ async function runOne(
   stats: RunStats,
 ): Promise<string | null> {
   await t.restartIfDead();
+  const before = t.daemon.fdCount();
   const f = runCases(t.daemon.socket, [{ index, case: c }], {
     concurrency: 1,
     pool: t.pool,
     policy: { expectRefusal: true },
     stats,
-    caseTimeoutMs: 10_000,
+    caseTimeoutMs: 5_000,
   });
   if (f.length > 0) return f[0].message;
-  return await t.check();
+  if (!t.daemon.alive) return `daemon died (exit ${t.daemon.exited?.code ?? "?"})`;
+  const leak = await settleFds(t.daemon, { baseline: before, timeoutMs: 3_000 });
+  if (leak) return `fd leak: ${leak}`;
+  return controlCheck(t.daemon.socket, t.control);
 }
 
 /** Run the fuzzer: see the module doc. */
@@ -194,9 +208,8 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
       }
       if (daemonFailure) {
         log(`batch ${first}..${first + cases.length - 1}: ${daemonFailure.split("\n")[0]}`);
-        log("replaying the batch one case at a time to find the culprit");
-        await t.restartIfDead();
-        t.baseline = await measureBaseline(t.daemon, t.control);
+        log("replaying the batch one case at a time, on a fresh daemon, to find the culprit");
+        await t.restart();
         for (const c of cases) {
           const msg = await runOne(t, c.case, c.index, newStats());
           if (msg) {
@@ -243,12 +256,11 @@ async function shrinkAndSave(
 ): Promise<NonNullable<FuzzReport["failure"]>> {
   log(`case ${failed.index} (seed ${options.seed}) fails: ${failed.message.split("\n")[0]}`);
   log("shrinking");
-  await t.restartIfDead();
-  t.baseline = await measureBaseline(t.daemon, t.control);
+  await t.restart();
   const { case: shrunk, runs } = await shrinkCase(
     failed.case,
     async (c) => (await runOne(t, c, failed.index, newStats())) !== null,
-    { maxRuns: options.shrinkRuns ?? 300 },
+    { maxRuns: options.shrinkRuns ?? 200 },
   );
   const message = (await runOne(t, shrunk, failed.index, newStats())) ?? failed.message;
   let savedAs: string | null = null;

@@ -17,7 +17,7 @@ import {
   type LogRecord,
   reset,
 } from "@logtape/logtape";
-import { fstatFd } from "../ffi/libc.ts";
+import { closeFd, fstatFd, sendDatagram, statPath, unixSocket } from "../ffi/libc.ts";
 
 const PRIORITY: Record<LogLevel, number> = {
   fatal: 2,
@@ -61,6 +61,51 @@ export function formatLine(record: LogRecord, journal: boolean): string {
   return `${prefix}${level}${record.category.join(".")}: ${msg}`;
 }
 
+/** journald's native protocol socket. */
+export const JOURNAL_SOCKET = "/run/systemd/journal/socket";
+
+/**
+ * A journald native-protocol entry for a record: MESSAGE, PRIORITY,
+ * SYSLOG_IDENTIFIER, and each property as PRHELPERD_<NAME> (so audit records
+ * can be queried field by field: `journalctl PRHELPERD_SA_NAME=REGISTER`).
+ * Values are single-line; newlines are replaced.
+ */
+export function journalEntry(record: LogRecord): Uint8Array {
+  const lines = [
+    `MESSAGE=${formatLine(record, false).replace(/^[A-Z]+ /, "")}`,
+    `PRIORITY=${PRIORITY[record.level]}`,
+    "SYSLOG_IDENTIFIER=prhelperd",
+    `PRHELPERD_CATEGORY=${record.category.join(".")}`,
+  ];
+  for (const [k, v] of Object.entries(record.properties)) {
+    if (v === undefined) continue;
+    const name = `PRHELPERD_${k.toUpperCase().replace(/[^A-Z0-9_]/g, "_")}`;
+    const value = typeof v === "string" ? v : typeof v === "bigint" ? `${v}` : JSON.stringify(v);
+    lines.push(`${name}=${String(value).replace(/[\r\n]+/g, " ")}`);
+  }
+  return new TextEncoder().encode(lines.join("\n").replace(/\n?$/, "\n"));
+}
+
+/** Sends records to journald natively; null when the socket is not there. */
+function openJournal(): ((entry: Uint8Array) => boolean) | null {
+  if (statPath(JOURNAL_SOCKET)?.kind !== "socket") return null;
+  let fd: number;
+  try {
+    fd = unixSocket({ datagram: true });
+  } catch {
+    return null;
+  }
+  addEventListener("unload", () => closeFd(fd));
+  return (entry) => {
+    try {
+      sendDatagram(fd, JOURNAL_SOCKET, entry);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+}
+
 /** Options of {@linkcode setupLogging}. */
 export interface LoggingOptions {
   /** 0 quiet .. 3 trace. */
@@ -74,10 +119,15 @@ const encoder = new TextEncoder();
 /** Configure LogTape once for the process; logs go to stderr. */
 export async function setupLogging(options: LoggingOptions): Promise<void> {
   const level = LEVEL_BY_VERBOSITY[Math.max(0, Math.min(3, options.verbosity))];
+  // under systemd, audit records also go to journald as structured fields
+  const journal = options.journal ? openJournal() : null;
   await configure({
     reset: true,
     sinks: {
       stderr(record: LogRecord) {
+        if (journal !== null && record.category[1] === "audit" && journal(journalEntry(record))) {
+          return;
+        }
         try {
           Deno.stderr.writeSync(encoder.encode(formatLine(record, options.journal) + "\n"));
         } catch {

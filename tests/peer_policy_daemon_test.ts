@@ -23,7 +23,7 @@ async function greeting(path: string): Promise<Uint8Array> {
 }
 
 async function waitLog(stderr: () => string, re: RegExp): Promise<string> {
-  for (let i = 0; i < 200; i++) {
+  for (let i = 0; i < 2400; i++) {
     const m = stderr().match(re);
     if (m) return m[0];
     await new Promise((r) => setTimeout(r, 25));
@@ -37,7 +37,12 @@ Deno.test({
   name: "daemon: a uid not allowed by --allow-user is refused before the greeting, with a log line",
   ignore: !isRoot, // the test client must be root for --refuse-root to bite
   async fn() {
-    await using d = await startDaemon({ args: ["--allow-user", "12345", "--refuse-root", "-v"] });
+    // the helper's readiness probe wants the greeting, which this policy refuses to root
+    await using d = await startDaemon({
+      args: ["--allow-user", "12345", "--refuse-root", "-v"],
+      waitReady: false,
+    });
+    await waitLog(() => d.stderr(), /listening on/);
     await waitLog(() => d.stderr(), /peer policy: uids 12345; gids -; root refused unless listed/);
     const got = await greeting(d.socket);
     assert.equal(got.length, 0, "refused peer must not get the greeting");

@@ -105,7 +105,10 @@ else
   # kernel modules (+ dependencies from modules.dep); target_core_rd is built
   # into target_core_mod
   copy_modules "configfs target_core_mod target_core_file target_core_iblock tcm_loop
-                sd_mod sg virtio_pci virtio_console 9p 9pnet_virtio"
+                sd_mod sg virtio_pci virtio_console 9p 9pnet_virtio
+                dm-mod dm-multipath dm-round-robin"
+  # dmsetup: the multipath test builds its dm-multipath map without multipathd
+  copy_bin /usr/sbin/dmsetup
   # sg3-utils (all ~80 tools share libsgutils2)
   for b in $(dpkg -L sg3-utils | grep -E '^/usr/bin/[^/]+$'); do copy_bin "$b"; done
   # the reference PR helper (Debian's qemu-pr-helper, no multipath)

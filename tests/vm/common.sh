@@ -25,10 +25,10 @@ install_deno() {
 }
 
 # ensure_host_tools: apt-get install whatever the rig needs and is missing.
-HOST_PKGS="qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc bc"
+HOST_PKGS="qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc bc dmsetup"
 ensure_host_tools() {
   local missing="" c
-  for c in qemu-system-x86_64 qemu-pr-helper qemu-img sg_persist busybox cpio gcc bc; do
+  for c in qemu-system-x86_64 qemu-pr-helper qemu-img sg_persist busybox cpio gcc bc dmsetup; do
     command -v "$c" >/dev/null 2>&1 || missing="$missing $c"
   done
   # the static C helper needs libc.a
