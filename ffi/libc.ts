@@ -103,6 +103,8 @@ const symbols = {
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   // int setrlimit(int resource, const struct rlimit *rl)
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
+  // int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+  sigaction: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   // int *__errno_location(void), as an address
   __errno_location: { parameters: [], result: "usize" },
   // void *memcpy(void *dst, const void *src, size_t n): address of a JS buffer (n = 0)
@@ -899,6 +901,23 @@ export function getNofileLimit(): { soft: bigint; hard: bigint } {
 export function setNofileLimit(soft: bigint, hard: bigint): void {
   const buf = new BigUint64Array([soft, hard]);
   check("setrlimit", libc.setrlimit(RLIMIT_NOFILE, buf), "RLIMIT_NOFILE");
+}
+
+const SIG_IGN = 1n;
+const SIGACTION_SIZE = 152; // glibc struct sigaction on 64-bit Linux: handler, 128-byte mask, flags, restorer
+
+/**
+ * Make sure `signo` is ignored (SIG_IGN), whatever handler the runtime put
+ * there; returns true if a handler had to be replaced.
+ */
+export function ensureSignalIgnored(signo: number): boolean {
+  const old = new Uint8Array(SIGACTION_SIZE);
+  check("sigaction", libc.sigaction(signo, null, old), `query ${signo}`);
+  if (new DataView(old.buffer).getBigUint64(0, true) === SIG_IGN) return false;
+  const act = new Uint8Array(SIGACTION_SIZE);
+  new DataView(act.buffer).setBigUint64(0, SIG_IGN, true);
+  check("sigaction", libc.sigaction(signo, act, null), `ignore ${signo}`);
+  return true;
 }
 
 /** ioctl(2) with a buffer argument; returns 0 or throws. For ffi/ modules. */

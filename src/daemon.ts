@@ -5,10 +5,11 @@
  * @module
  */
 
-import { getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
+import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
 import type { DaemonOptions } from "./cli.ts";
 import { DEFAULT_SOCKET, VERSION } from "./cli.ts";
 import { SgIoExecutor } from "./executor.ts";
+import { createMultipathHandler } from "./multipath.ts";
 import { DETACH_ENV, detachAndWait, detachedReadyFd, reportReady } from "./daemonize.ts";
 import {
   adoptActivatedSocket,
@@ -29,6 +30,7 @@ const log = logger("daemon");
 
 /** Signals that terminate a process by default but that the daemon ignores. */
 const IGNORED_SIGNALS: readonly Deno.Signal[] = ["SIGUSR1", "SIGUSR2", "SIGALRM"];
+const SIGUSR1 = 10;
 
 function env(name: string): string | undefined {
   try {
@@ -152,6 +154,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
         sgioTimeoutMs: options.sgioTimeoutMs,
         access: security.access,
         audit: (event) => security.audit(event),
+        multipath: createMultipathHandler({ executor, sgioTimeoutMs: options.sgioTimeoutMs }),
       },
       admit: (peer) => security.admit(peer),
       maxConnections: options.maxConnections,
@@ -175,6 +178,17 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       handlers.push([s, () => log.debug("{signal} ignored", { signal: s })]);
     }
     for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+    // Deno (since 2.9.2) starts the V8 inspector on 127.0.0.1:9229 when it gets
+    // SIGUSR1, installing that handler 500 ms after start: whoever could then
+    // connect would run code with CAP_SYS_RAWIO. Keep SIGUSR1 at SIG_IGN.
+    const usr1Guard = setInterval(() => {
+      try {
+        if (ensureSignalIgnored(SIGUSR1)) log.debug("SIGUSR1 handler replaced by SIG_IGN");
+      } catch (e) {
+        log.error("cannot ignore SIGUSR1: {error}", { error: String(e) });
+      }
+    }, 100);
+    Deno.unrefTimer(usr1Guard);
     log.info("prhelperd {version} listening on {where}", {
       version: VERSION,
       where: listener.description,
@@ -183,6 +197,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     notifier.ready(`listening on ${listener.description}`);
     notifier.startWatchdog();
     await server.run();
+    clearInterval(usr1Guard);
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
     log.info("stopped cleanly", { ...server.stats });
     return 0;

@@ -27,8 +27,13 @@
  * |   11 | resid                                          |
  * |   12 | duration in ms                                 |
  * |   13 | completion pipe fd (write end)                 |
+ * |   14 | job kind: 0 SG_IO on fd, 1 SG_IO on a device   |
+ * |      | opened by path, 2 PR ioctl (`<linux/pr.h>`)     |
+ * |   15 | kind 1: expected st_rdev (major << 20 | minor); |
+ * |      | kind 2: ioctl request in, return value out     |
  *
- * Bytes: CDB at 64 (16), sense at 80 (96), data at 176 (8192).
+ * Bytes: CDB at 64 (16), sense at 80 (96), data at 176 (8192; kind 2: the
+ * ioctl's struct), device path at 8368 (256, NUL-terminated; kind 1).
  *
  * @module
  */
@@ -47,7 +52,25 @@ export interface SgIoJob {
   /** Parameter data for "out". */
   payload: Uint8Array;
   timeoutMs: number;
+  /**
+   * Run on this device node instead of `fd`: the Worker opens it read-only
+   * (O_NONBLOCK), checks its device number, runs SG_IO and closes it. An
+   * open failure or another device number is an errno result.
+   */
+  path?: { name: string; major: number; minor: number };
 }
+
+/** One block-layer PR ioctl (`IOC_PR_*`, see ffi/pr_ioctl.ts) to run on a Worker. */
+export interface PrIoctlJob {
+  fd: number;
+  /** The ioctl request number. */
+  request: number;
+  /** The encoded struct. */
+  arg: Uint8Array;
+}
+
+/** The result of a {@linkcode PrIoctlJob}: errno, or the ioctl's non-negative return value. */
+export type PrIoctlRun = { kind: "errno"; errno: number } | { kind: "done"; value: number };
 
 /** The result of a job. */
 export interface SgIoRun {
@@ -72,11 +95,18 @@ export const Slot = {
   RESID: 11,
   DURATION: 12,
   PIPE: 13,
+  KIND: 14,
+  AUX: 15,
   CDB_AT: 64,
   SENSE_AT: 80,
   DATA_AT: 176,
-  BYTES: 176 + 8192,
+  PATH_AT: 176 + 8192,
+  PATH_LEN: 256,
+  BYTES: 176 + 8192 + 256,
 } as const;
+
+/** Job kinds in a slot. */
+export const SlotKind = { SGIO: 0, PATH_SGIO: 1, PR_IOCTL: 2 } as const;
 
 /** Slot states. */
 export const SlotState = { IDLE: 0, POSTED: 1, DONE: 2, STOP: 3 } as const;
@@ -88,8 +118,11 @@ interface Worker_ {
   worker: Worker;
   words: Int32Array;
   bytes: Uint8Array;
-  done: ((r: SgIoRun | Error) => void) | null;
+  // deno-lint-ignore no-explicit-any
+  done: ((r: any) => void) | null;
 }
+
+type AnyJob = { kind: "sgio"; job: SgIoJob } | { kind: "ioctl"; job: PrIoctlJob };
 
 /** Options for {@linkcode SgIoExecutor}. */
 export interface SgIoExecutorOptions {
@@ -98,10 +131,21 @@ export interface SgIoExecutorOptions {
 }
 
 /** The SG_IO Worker pool. */
+/**
+ * The Worker module: next to this file when run from source; `sgio_worker.js`
+ * next to the bundle in the Debian package (tools/build_deb.ts bundles it as a
+ * second file, because a Worker is loaded by URL, not imported).
+ */
+const SGIO_WORKER_URL = new URL(
+  import.meta.url.endsWith(".ts") ? "./sgio_worker.ts" : "./sgio_worker.js",
+  import.meta.url,
+);
+
 export class SgIoExecutor {
   readonly #maxWorkers: number;
   readonly #workers: Worker_[] = [];
-  readonly #queue: { job: SgIoJob; done: (r: SgIoRun | Error) => void }[] = [];
+  // deno-lint-ignore no-explicit-any
+  readonly #queue: { job: AnyJob; done: (r: any) => void }[] = [];
   readonly #pipe: [number, number];
   #closed = false;
   #pumping = false;
@@ -119,6 +163,11 @@ export class SgIoExecutor {
   /** Readable when a job has finished: poll it, then call {@linkcode SgIoExecutor.drain}. */
   get completionFd(): number {
     return this.#pipe[0];
+  }
+
+  /** Most Workers at once. */
+  get maxWorkers(): number {
+    return this.#maxWorkers;
   }
 
   /** Number of Workers started. */
@@ -145,6 +194,24 @@ export class SgIoExecutor {
     if (job.cdb.length < 6 || job.cdb.length > 16) {
       throw new RangeError(`CDB length ${job.cdb.length} is not 6..16`);
     }
+    if (job.path && new TextEncoder().encode(job.path.name).length >= Slot.PATH_LEN) {
+      throw new RangeError(`device path ${job.path.name} is too long`);
+    }
+    this.#enqueue({ kind: "sgio", job }, done);
+  }
+
+  /**
+   * Queue a PR ioctl; `done` is called from {@linkcode SgIoExecutor.drain}
+   * with its result, or with an Error if the Worker failed.
+   */
+  submitIoctl(job: PrIoctlJob, done: (r: PrIoctlRun | Error) => void): void {
+    if (this.#closed) throw new Error("SG_IO executor is closed");
+    if (job.arg.length > 8192) throw new RangeError(`ioctl argument of ${job.arg.length} bytes`);
+    this.#enqueue({ kind: "ioctl", job }, done);
+  }
+
+  // deno-lint-ignore no-explicit-any
+  #enqueue(job: AnyJob, done: (r: any) => void): void {
     const w = this.#workers.find((x) => x.done === null) ??
       (this.#workers.length < this.#maxWorkers ? this.#spawn() : null);
     if (w === null) this.#queue.push({ job, done });
@@ -208,7 +275,7 @@ export class SgIoExecutor {
     const sab = new SharedArrayBuffer(Slot.BYTES);
     const words = new Int32Array(sab, 0, 16);
     words[Slot.PIPE] = this.#pipe[1];
-    const worker = new Worker(new URL("./sgio_worker.ts", import.meta.url), { type: "module" });
+    const worker = new Worker(SGIO_WORKER_URL, { type: "module" });
     const w: Worker_ = { worker, words, bytes: new Uint8Array(sab), done: null };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
@@ -224,8 +291,28 @@ export class SgIoExecutor {
     return w;
   }
 
-  #post(w: Worker_, job: SgIoJob, done: (r: SgIoRun | Error) => void): void {
+  // deno-lint-ignore no-explicit-any
+  #post(w: Worker_, any: AnyJob, done: (r: any) => void): void {
     const words = w.words;
+    if (any.kind === "ioctl") {
+      words[Slot.KIND] = SlotKind.PR_IOCTL;
+      words[Slot.FD] = any.job.fd;
+      words[Slot.AUX] = any.job.request | 0;
+      words[Slot.LENGTH] = any.job.arg.length;
+      w.bytes.set(any.job.arg, Slot.DATA_AT);
+      w.done = done;
+      Atomics.store(words, Slot.STATE, SlotState.POSTED);
+      Atomics.notify(words, Slot.STATE);
+      return;
+    }
+    const job = any.job;
+    words[Slot.KIND] = job.path ? SlotKind.PATH_SGIO : SlotKind.SGIO;
+    if (job.path) {
+      words[Slot.AUX] = (job.path.major << 20) | job.path.minor;
+      const name = new TextEncoder().encode(job.path.name);
+      w.bytes.fill(0, Slot.PATH_AT, Slot.PATH_AT + Slot.PATH_LEN);
+      w.bytes.set(name, Slot.PATH_AT);
+    }
     words[Slot.FD] = job.fd;
     words[Slot.DIRECTION] = job.direction === "in" ? 1 : job.direction === "out" ? 2 : 0;
     words[Slot.CDB_LEN] = job.cdb.length;
@@ -244,8 +331,18 @@ export class SgIoExecutor {
     Atomics.notify(words, Slot.STATE);
   }
 
-  #collect(w: Worker_): SgIoRun | Error {
+  #collect(w: Worker_): SgIoRun | PrIoctlRun | Error {
     const words = w.words;
+    if (words[Slot.KIND] === SlotKind.PR_IOCTL) {
+      switch (words[Slot.RESULT]) {
+        case SlotResult.ERRNO:
+          return { kind: "errno", errno: words[Slot.ERRNO] };
+        case SlotResult.DONE:
+          return { kind: "done", value: words[Slot.AUX] };
+        default:
+          return new Error("the PR ioctl worker failed");
+      }
+    }
     switch (words[Slot.RESULT]) {
       case SlotResult.ERRNO:
         return { outcome: { kind: "errno", errno: words[Slot.ERRNO] }, data: new Uint8Array(0) };

@@ -253,21 +253,31 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
       ], { cwd: root });
       await Deno.chmod(`${stage}${LIBDIR}/${out}`, 0o644);
     }
+    // The bundle must load its Worker as sgio_worker.js (src/executor.ts picks
+    // the name by the extension of its own URL); a source-only URL would fail
+    // at the first SG_IO on an installed system.
+    const bundle = await Deno.readTextFile(`${stage}${LIBDIR}/prhelperd.js`);
+    if (!bundle.includes('"./sgio_worker.js"')) {
+      throw new Error(
+        "the bundle does not load ./sgio_worker.js: src/executor.ts must build the Worker URL " +
+          'as new URL(import.meta.url.endsWith(".ts") ? "./sgio_worker.ts" : "./sgio_worker.js", ' +
+          "import.meta.url)",
+      );
+    }
     await copy(denoBinary(), `${stage}${LIBDIR}/deno`, 0o755);
     const flags = permissionFlags(config.permissions.daemon, "@LIBDIR@");
     await write(`${stage}/usr/bin/prhelperd`, launcherScript(flags), 0o755);
   }
 
-  if (!compiled) {
-    // The Deno runtime is an upstream binary shipped unmodified: it links its
-    // own copies of libraries (lcms2 among them) and is built without RELRO.
-    await write(
-      `${stage}/usr/share/lintian/overrides/prhelperd`,
-      "# usr/lib/prhelperd/deno is the upstream Deno runtime, shipped unmodified.\n" +
-        "prhelperd: embedded-library lcms2 [usr/lib/prhelperd/deno]\n" +
-        "prhelperd: hardening-no-relro [usr/lib/prhelperd/deno]\n",
-    );
-  }
+  // The Deno runtime (alone, or inside the compiled binary) is an upstream
+  // build: it links its own copies of libraries (lcms2 among them) and has no RELRO.
+  const runtimePath = compiled ? "usr/bin/prhelperd" : `${LIBDIR.slice(1)}/deno`;
+  await write(
+    `${stage}/usr/share/lintian/overrides/prhelperd`,
+    `# ${runtimePath} is (or embeds) the upstream Deno runtime, shipped unmodified.\n` +
+      `prhelperd: embedded-library lcms2 [${runtimePath}]\n` +
+      `prhelperd: hardening-no-relro [${runtimePath}]\n`,
+  );
 
   const unitDir = `${stage}/usr/lib/systemd/system`;
   await copy(`${root}/packaging/prhelperd.socket`, `${unitDir}/prhelperd.socket`);

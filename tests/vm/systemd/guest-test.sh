@@ -16,8 +16,10 @@ finish() {
   journalctl -u prhelperd.service -u prhelperd.socket -o short-precise --no-pager | tail -40
   echo "--- the service's own lines with their journal priority (from the <N> prefixes)"
   for p in 0 1 2 3 4 5 6 7; do
-    journalctl -u prhelperd.service -p $p..$p -o cat --no-pager | sed "s/^/<$p> /"
-  done | grep -v '^<.> -- No entries --$' | tail -30
+    # (not "<N>": this script's own output goes through journald, which would
+    # take a leading <N> as a priority prefix, as it does for the daemon)
+    journalctl -u prhelperd.service -p $p..$p -o cat --no-pager | sed "s/^/PRIORITY=$p /"
+  done | grep -v -- '-- No entries --$' | tail -30
   if [ $FAILS = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL ($FAILS)"; fi
   sync
   systemctl --no-block poweroff
@@ -109,6 +111,7 @@ check 'journalctl -u prhelperd.service -o json --no-pager | grep "\"PRIORITY\":\
 
 # 5. stop drains cleanly
 prhelperd client --socket $SOCK --out --release --param-rk=0x1234 --prout-type=1 $DEV >/dev/null
+prhelperd client --socket $SOCK --out --register --param-rk=0x1234 --param-sark=0 $DEV >/dev/null
 check 'systemctl stop prhelperd.service' "systemctl stop prhelperd.service"
 check '[ "$(systemctl show -p Result --value prhelperd.service)" = success ]' "Result=success"
 check '[ "$(systemctl show -p ExecMainStatus --value prhelperd.service)" = 0 ]' "exit status 0"
@@ -127,7 +130,9 @@ threads_ok() {  # PID UID GID: every thread has exactly these ids, no groups, RA
     grep -q "^Uid:.$uid.$uid.$uid.$uid\$" $st && grep -q "^Gid:.$gid.$gid.$gid.$gid\$" $st &&
       grep -q "^Groups:[[:space:]]*\$" $st && grep -q "^CapEff:.0000000000020000" $st &&
       grep -q "^CapPrm:.0000000000020000" $st && grep -q "^CapBnd:.0000000000000000" $st &&
-      grep -q "^NoNewPrivs:.1" $st || { bad_threads=$((bad_threads+1)); grep -E "^(Name|Uid|Gid|Groups|Cap|NoNew)" $st; }
+      grep -q "^NoNewPrivs:.1" $st || {
+        [ -e $st ] || continue   # an idle pool thread exited meanwhile
+        bad_threads=$((bad_threads+1)); grep -E "^(Name|Uid|Gid|Groups|Cap|NoNew)" $st; }
   done
   [ $bad_threads = 0 ]
 }

@@ -11,7 +11,8 @@
 #   tests/vm/systemd/run.sh [-n] [-x] [-a tcg|kvm] [-T timeout_s]
 #     -n  use the existing dist/*.deb (default: `deno task deb` first)
 #     -x  interactive: serial console, no test unit (log in as root, no password)
-# Logs: tests/vm/out/systemd/{console.log,debootstrap.log}.
+# Logs: tests/vm/out/systemd/{console.log,debootstrap.log} (written in
+# $WORK/systemd/out first).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../common.sh"
@@ -22,8 +23,13 @@ while getopts nxa:T: o; do
     *) sed -n '2,15p' "$0"; exit 2 ;;
   esac
 done
-OUT=$PROJ/tests/vm/out/systemd
-mkdir -p "$OUT" "$WORK/systemd"
+# Logs are written under $WORK (the rig's run.sh replaces tests/vm/out/ after
+# its own runs) and copied to tests/vm/out/systemd/ at the end.
+OUT=$WORK/systemd/out
+ARTIFACTS=$PROJ/tests/vm/out/systemd
+rm -rf "$OUT"; mkdir -p "$OUT" "$WORK/systemd"
+publish() { mkdir -p "$ARTIFACTS" && cp "$OUT"/* "$ARTIFACTS"/ 2>/dev/null || true; }
+trap publish EXIT
 
 "$HERE/build-rootfs.sh"
 ROOTFS=$WORK/systemd/rootfs
@@ -66,4 +72,4 @@ if grep -q "VMTEST-RESULT: PASS" "$OUT/console.log"; then echo "systemd-vm: PASS
 if grep -q "VMTEST-RESULT: FAIL" "$OUT/console.log"; then
   echo "systemd-vm: FAIL"; grep "VMTEST FAIL" "$OUT/console.log" || true; exit 1
 fi
-echo "systemd-vm: no verdict (qemu exit $rc; see $OUT/console.log)"; exit 2
+echo "systemd-vm: no verdict (qemu exit $rc; see $ARTIFACTS/console.log)"; exit 2

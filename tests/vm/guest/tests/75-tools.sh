@@ -35,11 +35,9 @@ same() {
     FAILS=$((FAILS+1))
   fi
 }
-state() {  # every PR IN service action from both paths
+state() {  # every PR IN service action (deno starts are slow under TCG: keep this short)
   echo "--- LUN state: $1"
   for f in -k -r -c -s; do same $A $f; done
-  same $B -s
-  same $A -k -H; same $A -s -HH; same $A -r -HHH
 }
 
 echo "=== client vs sg_persist"
@@ -47,24 +45,25 @@ t0=$(up)
 state "fresh"
 expect 0 sg_persist -n --out --register --param-sark=$KA $A
 expect 0 cl --out --register --param-sark=$KB $B
-state "two registrations (one made through the helper)"
 expect 0 cl --out --reserve --param-rk=$KA --prout-type=1 $A
-state "path 1 holds Write Exclusive"
+state "two registrations (one made through the helper), path 1 holds Write Exclusive"
+same $B -s
+same $A -k -H; same $A -s -HH; same $A -r -HHH
 echo "--- RESERVATION CONFLICT: 24 from both"
 expect 24 cl --out --reserve --param-rk=$KB --prout-type=3 $B; expect_out 'Reservation conflict'
 expect 24 sg_persist -n --out --reserve --param-rk=$KB --prout-type=3 $B
 echo "--- UNIT ATTENTION: path 2 preempts path 1; path 1's next command gets 6"
 expect 0 cl --out --preempt --param-rk=$KB --param-sark=$KA --prout-type=5 $B
 expect 6 cl -k $A; expect_out 'Unit attention'
-state "path 2 holds Write Exclusive, registrants only"
+same $A -s
 expect 0 sg_persist -n --out --register --param-sark=$KA $A
 expect 0 cl --out --preempt --param-rk=$KB --param-sark=$KA --prout-type=5 $B
 expect 6 sg_persist -n -k $A
 echo "--- APTPL registration, then clear"
 expect 0 cl --out --register-ignore --param-sark=0x77 --param-aptpl $A
-state "APTPL active"
+state "APTPL active, path 2 holds Write Exclusive, registrants only"
 expect 0 cl --out --clear --param-rk=$KB $B
-state "cleared"
+same $A -r
 expect 0 cl --json -c $A; expect_out '"atpC": (true|false)'
 echo "TIMING client comparisons: $(elapsed $t0)s"
 

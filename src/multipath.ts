@@ -1,0 +1,593 @@
+/**
+ * Persistent reservations on dm-multipath devices, through the kernel's
+ * block-layer PR ioctls (`<linux/pr.h>`), which dm-multipath fans out to its
+ * paths itself; PR IN goes by SG_IO to an active path. Everything that
+ * touches a device runs on the SG_IO executor's Workers: the event loop only
+ * parses, reads sysfs and maps results. See docs/DESIGN.md, "Multipath".
+ *
+ * PR OUT, how each service action is carried:
+ *
+ * | SA | name                             | ioctl                                   |
+ * |---:|----------------------------------|-----------------------------------------|
+ * |  0 | REGISTER                         | IOC_PR_REGISTER (old=key, new=sa key)   |
+ * |  1 | RESERVE                          | IOC_PR_RESERVE (key, type)              |
+ * |  2 | RELEASE                          | IOC_PR_RELEASE (key, type)              |
+ * |  3 | CLEAR                            | IOC_PR_CLEAR (key)                      |
+ * |  4 | PREEMPT                          | IOC_PR_PREEMPT (old=key, new=sa key)    |
+ * |  5 | PREEMPT AND ABORT                | IOC_PR_PREEMPT_ABORT                    |
+ * |  6 | REGISTER AND IGNORE EXISTING KEY | IOC_PR_REGISTER + PR_FL_IGNORE_KEY      |
+ * |  7 | REGISTER AND MOVE                | refused 05/24/00 (no ioctl carries it)  |
+ * |  8 | REPLACE LOST RESERVATION         | refused 05/24/00                        |
+ * | 9+ | reserved                         | refused 05/24/00                        |
+ *
+ * Refused in the parameter list (the ioctls have no field for them):
+ * SPEC_I_PT with TransportIDs (05/26/00 once the list parses; a malformed
+ * list gets the sense a device would give), ALL_TG_PT on REGISTER (05/26/00).
+ *
+ * @module
+ */
+
+import { listDirectory } from "../ffi/dirent.ts";
+import { Errno, errnoName } from "../ffi/errno.ts";
+import { readSmallFile } from "../ffi/libc.ts";
+import { PR_FL_IGNORE_KEY, PrIoctl, PrIoctlType } from "../ffi/pr_ioctl.ts";
+import { type PrCommand, PrOutAction, PrOutFlags, PrType } from "./cdb.ts";
+import type { DeviceFacts } from "./device_check.ts";
+import type { PrIoctlRun, SgIoExecutor, SgIoRun } from "./executor.ts";
+import { logger } from "./log.ts";
+import {
+  checkCondition,
+  mapSgIoOutcome,
+  parseSense,
+  Sense,
+  type SenseCode,
+  type Verdict,
+  verdictForErrno,
+  verdictForHostStatus,
+} from "./sense.ts";
+import { type Reply, ScsiStatus, SENSE_LEN } from "./wire.ts";
+
+const log = logger("multipath");
+
+/** Largest PR OUT parameter list the protocol carries. */
+export const MAX_PARAMETER_LIST = 8192;
+
+// ---------------------------------------------------------------- TransportIDs
+
+/** One TransportID of a SPEC_I_PT parameter list (SPC-4 7.6.4). */
+export interface TransportId {
+  /** PROTOCOL IDENTIFIER (byte 0, bits 3-0): 0 FC, 5 iSCSI, 6 SAS, ... */
+  protocol: number;
+  /** FORMAT CODE (byte 0, bits 7-6). */
+  format: number;
+  /** The TransportID's bytes. */
+  bytes: Uint8Array;
+}
+
+/** Protocols whose TransportID is 24 bytes, format 0: FC, SPI, SBP, SRP, SAS, SOP. */
+const FIXED_TID_PROTOCOLS: ReadonlySet<number> = new Set([0x0, 0x1, 0x3, 0x4, 0x6, 0xa]);
+const ISCSI = 0x5;
+
+/** Outcome of {@linkcode parseTransportIds}. */
+export type TransportIdParse =
+  | { ok: true; ids: TransportId[] }
+  | { ok: false; sense: SenseCode; reason: string };
+
+/**
+ * Split a TransportID list (the bytes after the TRANSPORTID PARAMETER DATA
+ * LENGTH field) into TransportIDs. Any number fits, as long as the list does.
+ * A TransportID cut off by the end of the list is a PARAMETER LIST LENGTH
+ * ERROR (05/1A/00); an unknown protocol or format, or an iSCSI name that is
+ * not NUL-terminated or whose length is not a multiple of 4 (at least 20), is
+ * INVALID FIELD IN PARAMETER LIST (05/26/00).
+ */
+export function parseTransportIds(list: Uint8Array): TransportIdParse {
+  const ids: TransportId[] = [];
+  let at = 0;
+  while (at < list.length) {
+    const left = list.length - at;
+    if (left < 4) {
+      return { ok: false, sense: Sense.INVALID_PARAM_LEN, reason: `TransportID at ${at} is cut` };
+    }
+    const protocol = list[at] & 0x0f;
+    const format = list[at] >> 6;
+    let size: number;
+    if (protocol === ISCSI) {
+      if (format > 1) {
+        return { ok: false, sense: Sense.INVALID_PARAM, reason: `iSCSI format ${format}` };
+      }
+      const additional = (list[at + 2] << 8) | list[at + 3];
+      if (additional < 20 || additional % 4 !== 0) {
+        return {
+          ok: false,
+          sense: Sense.INVALID_PARAM,
+          reason: `iSCSI TransportID at ${at} has additional length ${additional}`,
+        };
+      }
+      size = 4 + additional;
+      if (size > left) {
+        return { ok: false, sense: Sense.INVALID_PARAM_LEN, reason: `TransportID at ${at} is cut` };
+      }
+      if (list.subarray(at + 4, at + size).indexOf(0) < 0) {
+        return {
+          ok: false,
+          sense: Sense.INVALID_PARAM,
+          reason: `iSCSI name at ${at} is not NUL-terminated`,
+        };
+      }
+    } else if (FIXED_TID_PROTOCOLS.has(protocol) && format === 0) {
+      size = 24;
+      if (size > left) {
+        return { ok: false, sense: Sense.INVALID_PARAM_LEN, reason: `TransportID at ${at} is cut` };
+      }
+    } else {
+      return {
+        ok: false,
+        sense: Sense.INVALID_PARAM,
+        reason: `TransportID at ${at}: protocol ${protocol} format ${format} is not supported`,
+      };
+    }
+    ids.push({ protocol, format, bytes: list.slice(at, at + size) });
+    at += size;
+  }
+  return { ok: true, ids };
+}
+
+// ---------------------------------------------------------------- PR OUT plan
+
+/** What a PR OUT becomes: one PR ioctl. */
+export interface PrIoctlPlan {
+  /** Service action it carries (for logs). */
+  serviceAction: number;
+  /** The ioctl request (ffi/pr_ioctl.ts, PrIoctl). */
+  request: number;
+  /** The encoded struct. */
+  arg: Uint8Array;
+}
+
+/** Outcome of {@linkcode planPrOut}. */
+export type PrOutPlan =
+  | { ok: true; plan: PrIoctlPlan }
+  | { ok: false; sense: SenseCode; reason: string };
+
+/** SCSI reservation type (CDB byte 2, bits 3-0) -> `enum pr_type`. */
+const IOCTL_TYPE: ReadonlyMap<number, number> = new Map([
+  [PrType.WRITE_EXCLUSIVE, PrIoctlType.WRITE_EXCLUSIVE],
+  [PrType.EXCLUSIVE_ACCESS, PrIoctlType.EXCLUSIVE_ACCESS],
+  [PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY, PrIoctlType.WRITE_EXCLUSIVE_REG_ONLY],
+  [PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, PrIoctlType.EXCLUSIVE_ACCESS_REG_ONLY],
+  [PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, PrIoctlType.WRITE_EXCLUSIVE_ALL_REGS],
+  [PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS, PrIoctlType.EXCLUSIVE_ACCESS_ALL_REGS],
+]);
+
+/** The `enum pr_type` value for a SCSI reservation type, or null if it has none. */
+export function ioctlTypeOf(scsiType: number): number | null {
+  return IOCTL_TYPE.get(scsiType) ?? null;
+}
+
+function registration(oldKey: bigint, newKey: bigint, flags: number): Uint8Array {
+  const arg = new Uint8Array(24);
+  const v = new DataView(arg.buffer);
+  v.setBigUint64(0, oldKey, true);
+  v.setBigUint64(8, newKey, true);
+  v.setUint32(16, flags, true);
+  return arg;
+}
+
+function reservation(key: bigint, type: number): Uint8Array {
+  const arg = new Uint8Array(16);
+  const v = new DataView(arg.buffer);
+  v.setBigUint64(0, key, true);
+  v.setUint32(8, type, true);
+  return arg;
+}
+
+function preemption(oldKey: bigint, newKey: bigint, type: number): Uint8Array {
+  const arg = new Uint8Array(24);
+  const v = new DataView(arg.buffer);
+  v.setBigUint64(0, oldKey, true);
+  v.setBigUint64(8, newKey, true);
+  v.setUint32(16, type, true);
+  return arg;
+}
+
+function refuse(sense: SenseCode, reason: string): PrOutPlan {
+  return { ok: false, sense, reason };
+}
+
+/**
+ * Turn a PR OUT (parsed CDB + parameter list) into the PR ioctl that carries
+ * it, or the CHECK CONDITION a device would give / the refusal for what the
+ * ioctls cannot express. Checks, in order: service action (05/24/00 for 7,
+ * 8 and reserved), parameter list length (05/1A/00 below 24), SPEC_I_PT on
+ * another service action than REGISTER (05/26/00), a basic list longer than
+ * 24 bytes (05/1A/00), the TransportID list (05/1A/00 or 05/26/00, then
+ * 05/26/00 because the ioctls cannot carry it), ALL_TG_PT on a registration
+ * (05/26/00), scope and type where they matter (05/24/00).
+ */
+export function planPrOut(command: PrCommand, payload: Uint8Array): PrOutPlan {
+  const sa = command.serviceAction;
+  const name = command.serviceActionName;
+  if (command.direction !== "out") return refuse(Sense.INVALID_FIELD, "not a PR OUT command");
+  if (sa === PrOutAction.REGISTER_AND_MOVE || sa === PrOutAction.REPLACE_LOST_RESERVATION) {
+    return refuse(Sense.INVALID_FIELD, `${name} cannot be carried by the kernel's PR ioctls`);
+  }
+  if (sa > PrOutAction.REPLACE_LOST_RESERVATION) {
+    return refuse(Sense.INVALID_FIELD, `PR OUT ${name} is reserved`);
+  }
+  if (payload.length > MAX_PARAMETER_LIST) {
+    return refuse(Sense.INVALID_PARAM_LEN, `parameter list of ${payload.length} bytes`);
+  }
+  if (payload.length < 24) {
+    return refuse(Sense.INVALID_PARAM_LEN, `parameter list of ${payload.length} bytes (< 24)`);
+  }
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const key = view.getBigUint64(0, false);
+  const saKey = view.getBigUint64(8, false);
+  const flags = payload[20];
+  const specIPt = (flags & PrOutFlags.SPEC_I_PT) !== 0;
+  const allTgPt = (flags & PrOutFlags.ALL_TG_PT) !== 0;
+  const registering = sa === PrOutAction.REGISTER ||
+    sa === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY;
+  if (specIPt && sa !== PrOutAction.REGISTER) {
+    return refuse(Sense.INVALID_PARAM, `SPEC_I_PT set on ${name}`);
+  }
+  if (specIPt) {
+    if (payload.length < 28) {
+      return refuse(Sense.INVALID_PARAM_LEN, `SPEC_I_PT list of ${payload.length} bytes (< 28)`);
+    }
+    const tidLength = view.getUint32(24, false);
+    if (28 + tidLength > payload.length) {
+      return refuse(
+        Sense.INVALID_PARAM_LEN,
+        `TransportID data length ${tidLength} exceeds the ${payload.length}-byte list`,
+      );
+    }
+    const parsed = parseTransportIds(payload.subarray(28, 28 + tidLength));
+    if (!parsed.ok) return refuse(parsed.sense, parsed.reason);
+    return refuse(
+      Sense.INVALID_PARAM,
+      `SPEC_I_PT with ${parsed.ids.length} TransportID(s) cannot be carried by the kernel's PR ioctls`,
+    );
+  }
+  if (payload.length !== 24) {
+    return refuse(Sense.INVALID_PARAM_LEN, `parameter list of ${payload.length} bytes (not 24)`);
+  }
+  if (registering && allTgPt) {
+    return refuse(Sense.INVALID_PARAM, `ALL_TG_PT cannot be carried by the kernel's PR ioctls`);
+  }
+  const typed = () => {
+    if (command.scope !== 0) return refuse(Sense.INVALID_FIELD, `scope ${command.scope}`);
+    const type = ioctlTypeOf(command.type);
+    if (type === null) return refuse(Sense.INVALID_FIELD, `reservation type ${command.type}`);
+    return type;
+  };
+  const plan = (request: number, arg: Uint8Array): PrOutPlan => ({
+    ok: true,
+    plan: { serviceAction: sa, request, arg },
+  });
+  switch (sa) {
+    case PrOutAction.REGISTER:
+      return plan(PrIoctl.REGISTER, registration(key, saKey, 0));
+    case PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY:
+      return plan(PrIoctl.REGISTER, registration(key, saKey, PR_FL_IGNORE_KEY));
+    case PrOutAction.CLEAR:
+      return plan(PrIoctl.CLEAR, reservation(key, 0));
+    case PrOutAction.RESERVE:
+    case PrOutAction.RELEASE: {
+      const type = typed();
+      if (typeof type !== "number") return type;
+      return plan(
+        sa === PrOutAction.RESERVE ? PrIoctl.RESERVE : PrIoctl.RELEASE,
+        reservation(key, type),
+      );
+    }
+    default: { // PREEMPT, PREEMPT AND ABORT
+      const type = typed();
+      if (typeof type !== "number") return type;
+      return plan(
+        sa === PrOutAction.PREEMPT ? PrIoctl.PREEMPT : PrIoctl.PREEMPT_ABORT,
+        preemption(key, saKey, type),
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------- ioctl results
+
+/** The Linux SCSI midlayer byte (bits 8-15 of a SCSI result, kernel 6.0+). */
+export const MlStatus = { RESV_CONFLICT: 0x01, NOSPC: 0x02, MED_ERROR: 0x03, TGT_FAILURE: 0x04 };
+
+/** How a PR ioctl's outcome maps to a reply. */
+export interface PrIoctlVerdict extends Verdict {
+  /** The device may not have run the command (a CHECK CONDITION whose sense the kernel kept): try again. */
+  retry: boolean;
+}
+
+function statusOnly(status: number, retry = false): PrIoctlVerdict {
+  return { status, sense: new Uint8Array(SENSE_LEN), retry };
+}
+
+/**
+ * Map a PR ioctl's outcome to status and sense. The kernel returns 0, a
+ * negative errno, or a positive SCSI result: status byte in bits 0-7, the
+ * midlayer byte in 8-15, the host byte in 16-23; the sense itself is not
+ * returned. Host byte first (as SG_IO's host_status), then the midlayer
+ * byte (RESERVATION CONFLICT; 07/27/07; 03/11/00; ILLEGAL REQUEST with ASC
+ * 20h-27h or HARDWARE ERROR, answered as 05/26/00), then the status:
+ * RESERVATION CONFLICT as is, CHECK CONDITION otherwise unexplained (a unit
+ * attention the command consumed, NOT READY, ...) as 0B/00/06 with `retry`,
+ * any other status as is.
+ */
+export function verdictForPrIoctl(run: PrIoctlRun): PrIoctlVerdict {
+  if (run.kind === "errno") {
+    if (run.errno === Errno.ENOTTY || run.errno === Errno.EOPNOTSUPP) {
+      return { ...checkCondition(Sense.INVALID_OPCODE), retry: false };
+    }
+    return { ...verdictForErrno(run.errno), retry: false };
+  }
+  const value = run.value;
+  if (value === 0) return statusOnly(ScsiStatus.GOOD);
+  const host = (value >>> 16) & 0xff;
+  const ml = (value >>> 8) & 0xff;
+  const status = value & 0xff;
+  if (host !== 0) return { ...verdictForHostStatus(host), retry: false };
+  switch (ml) {
+    case MlStatus.RESV_CONFLICT:
+      return statusOnly(ScsiStatus.RESERVATION_CONFLICT);
+    case MlStatus.NOSPC:
+      return { ...checkCondition(Sense.SPACE_ALLOC_FAILED), retry: false };
+    case MlStatus.MED_ERROR:
+      return { ...checkCondition(Sense.READ_ERROR), retry: false };
+    case MlStatus.TGT_FAILURE:
+      return { ...checkCondition(Sense.INVALID_PARAM), retry: false };
+  }
+  if (status === ScsiStatus.RESERVATION_CONFLICT) return statusOnly(status);
+  if (status === ScsiStatus.CHECK_CONDITION || status === ScsiStatus.GOOD) {
+    return { ...checkCondition(Sense.IO_ERROR), retry: status === ScsiStatus.CHECK_CONDITION };
+  }
+  return statusOnly(status);
+}
+
+// ---------------------------------------------------------------- paths (sysfs)
+
+/** One path of a dm-multipath device. */
+export interface MpathPath {
+  /** Kernel name, e.g. `sda`. */
+  name: string;
+  major: number;
+  minor: number;
+  /** SCSI device state from sysfs (`running`, `offline`, ...), "" if unknown. */
+  state: string;
+}
+
+/** The paths of dm device `major:minor` from /sys/dev/block/M:m/slaves; [] if unreadable. */
+export function listPaths(major: number, minor: number): MpathPath[] {
+  const base = `/sys/dev/block/${major}:${minor}/slaves`;
+  let names: string[];
+  try {
+    names = listDirectory(base);
+  } catch {
+    return [];
+  }
+  const paths: MpathPath[] = [];
+  for (const name of names.sort()) {
+    if (!/^[A-Za-z0-9_.-]+$/.test(name)) continue;
+    const dev = (readSmallFile(`${base}/${name}/dev`, 32) ?? "").trim().match(/^(\d+):(\d+)$/);
+    if (!dev) continue;
+    const state = (readSmallFile(`${base}/${name}/device/state`, 64) ?? "").trim();
+    paths.push({ name, major: Number(dev[1]), minor: Number(dev[2]), state });
+  }
+  return paths;
+}
+
+// ---------------------------------------------------------------- the handler
+
+/** Options of {@linkcode createMultipathHandler}. */
+export interface MultipathHandlerOptions {
+  executor: SgIoExecutor;
+  /** SG_IO timeout in milliseconds. */
+  sgioTimeoutMs: number;
+  /**
+   * Most multipath requests on Workers at once (default: the executor's
+   * Worker count minus one, at least 1), so that requests for plain disks
+   * always find a Worker even when multipath devices hang (queue_if_no_path).
+   */
+  maxInFlight?: number;
+  /** Path lister (tests); default {@linkcode listPaths}. */
+  paths?: (major: number, minor: number) => MpathPath[];
+}
+
+/** The input of a multipath request (HandlerContext.multipath). */
+export interface MultipathInput {
+  fd: number;
+  command: PrCommand;
+  payload: Uint8Array;
+  facts: DeviceFacts;
+}
+
+/** The function HandlerContext.multipath expects. */
+export type MultipathHandler = (input: MultipathInput, done: (reply: Reply) => void) => void;
+
+const TEST_UNIT_READY = new Uint8Array(6);
+/** Tries of a PR IN or TEST UNIT READY that keeps meeting UNIT ATTENTION. */
+const UA_TRIES = 4;
+/** Tries of a PR ioctl that fails with an unexplained CHECK CONDITION. */
+const IOCTL_TRIES = 2;
+
+function isUnitAttention(run: SgIoRun | Error): boolean {
+  if (run instanceof Error || run.outcome.kind !== "done") return false;
+  if (run.outcome.status !== ScsiStatus.CHECK_CONDITION) return false;
+  return parseSense(run.outcome.sense)?.key === 0x06;
+}
+
+function pathFailed(run: SgIoRun | Error): boolean {
+  return run instanceof Error || run.outcome.kind === "errno" || run.outcome.hostStatus !== 0;
+}
+
+/**
+ * The multipath hook of the request handler: PR IN by SG_IO on the dm device
+ * (dm sends it to an active path; if that fails at transport level, each path
+ * in turn), PR OUT as one PR ioctl on the dm device after clearing pending
+ * unit attentions on every path. `done` is called once, from the executor's
+ * drain (or right away for a refusal).
+ */
+export function createMultipathHandler(options: MultipathHandlerOptions): MultipathHandler {
+  const { executor, sgioTimeoutMs } = options;
+  const maxInFlight = options.maxInFlight ?? Math.max(1, executor.maxWorkers - 1);
+  const paths = options.paths ?? listPaths;
+  let inFlight = 0;
+  const waiting: (() => void)[] = [];
+
+  const admit = (start: () => void) => {
+    if (inFlight < maxInFlight) {
+      inFlight++;
+      start();
+    } else waiting.push(start);
+  };
+  const release = () => {
+    const next = waiting.shift();
+    if (next) next();
+    else inFlight--;
+  };
+
+  /** SG_IO on `fd` (or on `path`), retried while the path reports UNIT ATTENTION. */
+  const sgio = (
+    target: { fd: number; path?: MpathPath },
+    cdb: Uint8Array,
+    transferLength: number,
+    done: (run: SgIoRun | Error) => void,
+    tries = UA_TRIES,
+  ) => {
+    try {
+      executor.submit({
+        fd: target.fd,
+        cdb,
+        direction: transferLength === 0 ? "none" : "in",
+        transferLength,
+        payload: new Uint8Array(0),
+        timeoutMs: sgioTimeoutMs,
+        ...(target.path
+          ? {
+            path: {
+              name: `/dev/${target.path.name}`,
+              major: target.path.major,
+              minor: target.path.minor,
+            },
+          }
+          : {}),
+      }, (run) => {
+        if (tries > 1 && isUnitAttention(run)) {
+          return sgio(target, cdb, transferLength, done, tries - 1);
+        }
+        done(run);
+      });
+    } catch (e) {
+      done(e instanceof Error ? e : new Error(String(e)));
+    }
+  };
+
+  const prIn = (input: MultipathInput, done: (reply: Reply) => void) => {
+    const { command, facts } = input;
+    const length = command.length;
+    const finish = (run: SgIoRun | Error) => {
+      if (run instanceof Error) return done(checkCondition(Sense.LUN_COMM_FAILURE));
+      const mapped = mapSgIoOutcome(run.outcome, length);
+      done({
+        status: mapped.status,
+        sense: mapped.sense,
+        data: run.data.subarray(0, mapped.dataLength),
+      });
+    };
+    sgio({ fd: input.fd }, command.deviceCdb, length, (first) => {
+      if (!pathFailed(first)) return finish(first);
+      // dm's chosen path failed at transport level: try each path, running ones first
+      const candidates = paths(facts.major, facts.minor)
+        .sort((a, b) => Number(b.state === "running") - Number(a.state === "running"));
+      log.debug("PR IN through dm failed; trying {n} path(s)", {
+        n: candidates.length,
+        dev: `${facts.major}:${facts.minor}`,
+      });
+      const next = (i: number, last: SgIoRun | Error) => {
+        if (i >= candidates.length) return finish(last);
+        sgio({ fd: input.fd, path: candidates[i] }, command.deviceCdb, length, (run) => {
+          if (pathFailed(run)) return next(i + 1, last);
+          finish(run);
+        });
+      };
+      next(0, first);
+    });
+  };
+
+  /** TEST UNIT READY on every running path, one after another, to consume unit attentions. */
+  const clearUnitAttentions = (facts: DeviceFacts, done: () => void) => {
+    const list = paths(facts.major, facts.minor).filter((p) => p.state === "running");
+    const next = (i: number) => {
+      if (i >= list.length) return done();
+      sgio({ fd: -1, path: list[i] }, TEST_UNIT_READY, 0, () => next(i + 1));
+    };
+    next(0);
+  };
+
+  const prOut = (input: MultipathInput, done: (reply: Reply) => void) => {
+    const { command, payload, facts } = input;
+    const planned = planPrOut(command, payload);
+    if (!planned.ok) {
+      log.debug("refused multipath {sa}: {why}", {
+        sa: command.serviceActionName,
+        why: planned.reason,
+        dev: `${facts.major}:${facts.minor}`,
+      });
+      return done(checkCondition(planned.sense));
+    }
+    const { plan } = planned;
+    const attempt = (tries: number) => {
+      clearUnitAttentions(facts, () => {
+        try {
+          executor.submitIoctl({ fd: input.fd, request: plan.request, arg: plan.arg }, (run) => {
+            if (run instanceof Error) return done(checkCondition(Sense.LUN_COMM_FAILURE));
+            const verdict = verdictForPrIoctl(run);
+            if (verdict.retry && tries > 1) return attempt(tries - 1);
+            if (run.kind === "errno" && (run.errno === Errno.EPERM || run.errno === Errno.EACCES)) {
+              log.warn(
+                "multipath PR OUT refused by the kernel ({errno}): this kernel needs " +
+                  "CAP_SYS_ADMIN for the block-layer PR ioctls",
+                { errno: errnoName(run.errno), dev: `${facts.major}:${facts.minor}` },
+              );
+            } else if (verdict.status !== ScsiStatus.GOOD) {
+              log.debug("multipath {sa}: ioctl result {result}", {
+                sa: command.serviceActionName,
+                result: run.kind === "errno" ? errnoName(run.errno) : `0x${run.value.toString(16)}`,
+                dev: `${facts.major}:${facts.minor}`,
+              });
+            }
+            done({ status: verdict.status, sense: verdict.sense });
+          });
+        } catch (e) {
+          log.error("multipath PR OUT could not run: {error}", { error: String(e) });
+          done(checkCondition(Sense.LUN_COMM_FAILURE));
+        }
+      });
+    };
+    attempt(IOCTL_TRIES);
+  };
+
+  return (input, done) => {
+    let answered = false;
+    const once = (reply: Reply) => {
+      if (answered) return;
+      answered = true;
+      release();
+      done(reply);
+    };
+    admit(() => {
+      try {
+        if (input.command.direction === "in") prIn(input, once);
+        else prOut(input, once);
+      } catch (e) {
+        log.error("multipath request failed: {error}", { error: String(e) });
+        once(checkCondition(Sense.LUN_COMM_FAILURE));
+      }
+    });
+  };
+}
