@@ -458,14 +458,15 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
     transferLength: number,
     done: (run: SgIoRun | Error) => void,
     tries = UA_TRIES,
+    payload: Uint8Array = new Uint8Array(0),
   ) => {
     try {
       executor.submit({
         fd: target.fd,
         cdb,
-        direction: transferLength === 0 ? "none" : "in",
+        direction: payload.length > 0 ? "out" : transferLength === 0 ? "none" : "in",
         transferLength,
-        payload: new Uint8Array(0),
+        payload,
         timeoutMs: sgioTimeoutMs,
         ...(target.path
           ? {
@@ -478,7 +479,7 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
           : {}),
       }, (run) => {
         if (tries > 1 && isUnitAttention(run)) {
-          return sgio(target, cdb, transferLength, done, tries - 1);
+          return sgio(target, cdb, transferLength, done, tries - 1, payload);
         }
         done(run);
       });
@@ -529,6 +530,94 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
     next(0);
   };
 
+  /** The reply for one SG_IO PR OUT outcome. */
+  const outReply = (run: SgIoRun | Error): Reply => {
+    if (run instanceof Error) return checkCondition(Sense.LUN_COMM_FAILURE);
+    const mapped = mapSgIoOutcome(run.outcome, 0);
+    return { status: mapped.status, sense: mapped.sense };
+  };
+
+  /**
+   * PR OUT by SG_IO to each path (when the kernel refuses the PR ioctls): what
+   * dm-multipath's pr_ops do, from here, with the client's own CDB and list.
+   * REGISTER*: every running path, rolled back (unregistered) if one fails;
+   * RELEASE: every running path; RESERVE, PREEMPT*, CLEAR: SG_IO on the dm
+   * device (dm picks an active path), else the first running path that
+   * answers at SCSI level.
+   */
+  const fanOut = (input: MultipathInput, done: (reply: Reply) => void) => {
+    const { command, payload, facts } = input;
+    const all = paths(facts.major, facts.minor);
+    const running = all.filter((p) => p.state === "running");
+    const list = running.length > 0 ? running : all;
+    if (list.length === 0) return done(checkCondition(Sense.LUN_COMM_FAILURE));
+    const cdb = command.deviceCdb;
+    const send = (
+      p: MpathPath,
+      body: Uint8Array,
+      c: Uint8Array,
+      cb: (r: SgIoRun | Error) => void,
+    ) => sgio({ fd: -1, path: p }, c, 0, cb, UA_TRIES, body);
+    const sa = command.serviceAction;
+    if (sa === PrOutAction.REGISTER || sa === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
+      const newKey = new DataView(payload.buffer, payload.byteOffset).getBigUint64(8, false);
+      const rollback = (upTo: number, reply: Reply) => {
+        if (newKey === 0n || upTo === 0) return done(reply);
+        // unregister where it succeeded: REGISTER AND IGNORE EXISTING KEY, SA key 0
+        const undoCdb = cdb.slice();
+        undoCdb[1] = PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY;
+        const undo = new Uint8Array(24);
+        const step = (i: number) => {
+          if (i >= upTo) return done(reply);
+          send(list[i], undo, undoCdb, () => step(i + 1));
+        };
+        step(0);
+      };
+      const step = (i: number) => {
+        if (i >= list.length) return done({ status: ScsiStatus.GOOD });
+        send(list[i], payload, cdb, (run) => {
+          const reply = outReply(run);
+          if (reply.status !== ScsiStatus.GOOD) return rollback(i, reply);
+          step(i + 1);
+        });
+      };
+      return step(0);
+    }
+    if (sa === PrOutAction.RELEASE) {
+      let first: Reply | null = null;
+      const step = (i: number) => {
+        if (i >= list.length) return done(first ?? { status: ScsiStatus.GOOD });
+        send(list[i], payload, cdb, (run) => {
+          const reply = outReply(run);
+          if (reply.status !== ScsiStatus.GOOD && first === null) first = reply;
+          step(i + 1);
+        });
+      };
+      return step(0);
+    }
+    // one path: the one dm picks (SG_IO on the dm device honours dm's path
+    // states and queue_if_no_path), then each path in turn if that fails
+    const step = (i: number, last: SgIoRun | Error) => {
+      if (i >= list.length) return done(outReply(last));
+      send(list[i], payload, cdb, (run) => {
+        if (pathFailed(run)) return step(i + 1, run);
+        done(outReply(run));
+      });
+    };
+    sgio(
+      { fd: input.fd },
+      cdb,
+      0,
+      (run) => {
+        if (pathFailed(run)) return step(0, run);
+        done(outReply(run));
+      },
+      UA_TRIES,
+      payload,
+    );
+  };
+  let ioctlsRefused = false;
+
   const prOut = (input: MultipathInput, done: (reply: Reply) => void) => {
     const { command, payload, facts } = input;
     const planned = planPrOut(command, payload);
@@ -541,6 +630,7 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
       return done(checkCondition(planned.sense));
     }
     const { plan } = planned;
+    if (ioctlsRefused) return fanOut(input, done);
     const attempt = (tries: number) => {
       clearUnitAttentions(facts, () => {
         try {
@@ -549,11 +639,13 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
             const verdict = verdictForPrIoctl(run);
             if (verdict.retry && tries > 1) return attempt(tries - 1);
             if (run.kind === "errno" && (run.errno === Errno.EPERM || run.errno === Errno.EACCES)) {
-              log.warn(
-                "multipath PR OUT refused by the kernel ({errno}): this kernel needs " +
-                  "CAP_SYS_ADMIN for the block-layer PR ioctls",
+              ioctlsRefused = true;
+              log.info(
+                "the kernel refuses the block-layer PR ioctls ({errno}: before Linux 6.5 they " +
+                  "need CAP_SYS_ADMIN); multipath PR OUT now goes by SG_IO to each path",
                 { errno: errnoName(run.errno), dev: `${facts.major}:${facts.minor}` },
               );
+              return fanOut(input, done);
             } else if (verdict.status !== ScsiStatus.GOOD) {
               log.debug("multipath {sa}: ioctl result {result}", {
                 sa: command.serviceActionName,

@@ -16,8 +16,12 @@
  * Cases:
  * - root (with or without `-u`/`-g`): re-exec; stage 2 has uid/gid as asked,
  *   no groups, CapEff = CapPrm = CapInh = CapAmb = CAP_SYS_RAWIO, CapBnd = 0.
- * - already minimal (systemd `User=` + `AmbientCapabilities=CAP_SYS_RAWIO`, or a
- *   plain user): no re-exec, only no_new_privs and dumpable=0 are set.
+ * - already minimal (systemd `User=` + `AmbientCapabilities=CAP_SYS_RAWIO` +
+ *   `NoNewPrivileges=yes`): no re-exec; dumpable=0 is set (process-wide).
+ *   no_new_privs is per thread like the capabilities, so if it is not set yet
+ *   (a plain `setpriv` start without --no-new-privs, or an unprivileged user)
+ *   the process re-executes once to have it on every thread; that needs no
+ *   privilege.
  * - non-root with more capabilities than CAP_SYS_RAWIO: re-exec with only
  *   CAP_SYS_RAWIO ambient (needs no privilege).
  * - CAP_SYS_RAWIO not permitted: runs, with a warning (every SG_IO fails).

@@ -64,6 +64,10 @@ export const YIELD_MS = 100;
  * One turn of Deno's event loop. A timer, because only a full turn polls the
  * signal streams (a MessageChannel message is delivered without one).
  */
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 function yieldToEventLoop(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 0));
 }
@@ -106,19 +110,35 @@ export class Server {
   async run(): Promise<void> {
     const executor = this.#opts.handler.executor;
     let lastYield = Date.now();
+    let failures = 0;
     try {
       for (;;) {
-        let now = Date.now();
-        if (this.#stopping) this.#dropIdle();
-        this.#expireStalled(now);
-        if (this.#stopping && this.#conns.size === 0 && this.#inFlight === 0) break;
-        const timeout = this.#buildPollSet(now);
-        const budget = Math.max(0, YIELD_MS - (now - lastYield));
-        const ready = this.#poll.pollSync(timeout < 0 ? budget : Math.min(timeout, budget));
-        now = Date.now();
-        if (ready > 0) this.#dispatchEvents(now, executor.completionFd);
-        if (ready === 0 || now - lastYield >= YIELD_MS) {
-          await yieldToEventLoop();
+        let ready = 0;
+        try {
+          let now = Date.now();
+          if (this.#stopping) this.#dropIdle();
+          this.#expireStalled(now);
+          if (this.#stopping && this.#conns.size === 0 && this.#inFlight === 0) break;
+          const timeout = this.#buildPollSet(now);
+          const budget = Math.max(0, YIELD_MS - (now - lastYield));
+          ready = this.#poll.pollSync(timeout < 0 ? budget : Math.min(timeout, budget));
+          now = Date.now();
+          if (ready > 0) this.#dispatchEvents(now, executor.completionFd);
+          failures = 0;
+        } catch (e) {
+          // A bug or an unexpected errno must not take every client down with
+          // the daemon: log it, back off briefly, and go on serving.
+          failures++;
+          if (failures <= 10 || failures % 1000 === 0) {
+            log.error("event loop error ({n} in a row): {error}", {
+              n: failures,
+              error: (e as Error).stack ?? String(e),
+            });
+          }
+          ready = 0;
+        }
+        if (ready === 0 || Date.now() - lastYield >= YIELD_MS) {
+          await (failures > 0 ? sleep(Math.min(100, failures)) : yieldToEventLoop());
           lastYield = Date.now();
         }
       }
@@ -214,6 +234,7 @@ export class Server {
       gid: peer.gid,
       context: peer.context ?? "-",
     };
+    if (this.#conns.size >= this.#opts.maxConnections) this.#reapGone(now);
     if (this.#conns.size >= this.#opts.maxConnections) {
       log.warning("refusing connection {id}: {max} connections open (--max-connections)", {
         ...fields,
@@ -236,6 +257,20 @@ export class Server {
     log.debug("connection {id} accepted", fields);
     this.#flush(c, now);
     this.#notify();
+  }
+
+  /**
+   * At the connection limit: before refusing a newcomer, handle connections
+   * whose peer has already hung up in this same poll round, so their slots count as free.
+   */
+  #reapGone(now: number): void {
+    const idle = [...this.#conns.values()].filter((c) => !c.busy && !c.writing);
+    const ps = new PollSet(idle.length + 1);
+    for (const c of idle) ps.add(c.fd, POLLIN);
+    if (ps.pollSync(0) <= 0) return;
+    idle.forEach((c, i) => {
+      if (ps.revents(i) !== 0 && !c.closed) this.#read(c, now);
+    });
   }
 
   #read(c: Connection, now: number): void {

@@ -141,6 +141,8 @@ Deno.test("check PR support: types and flags; refusals explained", () => {
     readKeysStatus: 0,
   });
   assert.match(only(spc2, "warn").message, /READ KEYS works/);
+  const sgioFailed = capabilityFindings({ ...caps([]), status: 2, sense: cc(0x0b, 0, 6) });
+  assert.match(only(sgioFailed, "fail").fix!, /lacks CAP_SYS_RAWIO/);
   const eperm = capabilityFindings({
     kind: "error",
     via: "SG_IO",

@@ -242,6 +242,14 @@ export function capabilityFindings(probe: CapabilitiesProbe): Finding[] {
         "use a device (or a target configuration) with SCSI-3 persistent reservations",
       )];
     }
+    if (code === "0B/00/06" && probe.via === "helper") {
+      return [f(
+        "pr",
+        "fail",
+        `${what}: the helper's SG_IO failed (I/O PROCESS TERMINATED)`,
+        "most often the daemon lacks CAP_SYS_RAWIO (see the daemon findings); else see its log",
+      )];
+    }
     return [f(
       "pr",
       "fail",

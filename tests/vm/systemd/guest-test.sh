@@ -119,6 +119,20 @@ check 'journalctl -u prhelperd.service --no-pager | grep -q "stopped cleanly"' "
 check '[ "$(systemctl is-active prhelperd.socket)" = active ]' "socket still listening after the stop"
 # a new client re-activates it
 check 'prhelperd client --socket $SOCK --in --read-keys $DEV >/dev/null' "re-activation by the next client"
+# the <N> prefixes are parsed: a warning is stored at priority 4, and no
+# message keeps a literal "<N>" (journald stores stdout lines at 6 by default,
+# so priority 6 alone would prove nothing)
+check '! journalctl -u prhelperd.service -o cat --no-pager | grep -q "^<[0-7]>"' \
+  "no message keeps a literal <N> prefix"
+mkdir -p /run/systemd/system/prhelperd.service.d
+printf '[Service]\nExecStart=\nExecStart=/usr/bin/prhelperd -T ignored-trace-spec\n' \
+  > /run/systemd/system/prhelperd.service.d/warn.conf
+systemctl daemon-reload
+systemctl stop prhelperd.service
+prhelperd client --socket $SOCK --in --read-keys $DEV > /dev/null
+check 'journalctl -u prhelperd.service -p 4..4 -o cat --no-pager | grep -q "ignored-trace-spec"' \
+  "a log.warning line (-T) is stored at PRIORITY=4"
+rm -rf /run/systemd/system/prhelperd.service.d; systemctl daemon-reload
 check 'systemctl stop prhelperd.socket prhelperd.service' "stop socket and service"
 
 # 6. outside systemd, as root: as libvirt runs it (-k only), and with -u/-g.

@@ -28,8 +28,8 @@ for (const command of commands) {
   let payload = new Uint8Array(0);
   let file: string | undefined;
   if (w[0] === "out") {
-    const [sa, key, saKey, type, flags, len] = w.slice(1).map((x) => x === undefined ? 0 : x);
-    payload = new Uint8Array(len === 0 ? 24 : Number(len));
+    const [sa, key, saKey, type, flags, len] = [1, 2, 3, 4, 5, 6].map((i) => w[i] ?? "0");
+    payload = new Uint8Array(len === "0" ? 24 : Number(len));
     const base = new Uint8Array(24);
     const v = new DataView(base.buffer);
     v.setBigUint64(0, BigInt(key));

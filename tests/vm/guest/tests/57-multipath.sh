@@ -39,7 +39,8 @@ expect 0 dmsetup create mpatha --uuid mpath-$WWID \
   --table "0 $SZ multipath 0 0 1 1 round-robin 0 2 1 $DA 1 $DB 1"
 dmsetup mknodes
 expect 0 dmsetup status mpatha
-expect 0 cat /sys/block/$(basename $(readlink -f $M))/dm/uuid;  expect_out "^mpath-$WWID"
+expect 0 cat /sys/dev/block/$(dmsetup info -c --noheadings -o major,minor mpatha)/dm/uuid
+expect_out "^mpath-$WWID"
 
 PRD_MODE=daemon prd_start $SOCK -v || exit 1
 D="deno_run -A $RIG/driver/mpath.ts $SOCK"
@@ -55,7 +56,8 @@ expect 0 sg_persist -n --in -s $A
 expect_out 'Relative port address: 0x1'; expect_out 'Relative port address: 0x2'
 expect_out 'SAS address: 0x5001405aaaaaaaa1'; expect_out 'SAS address: 0x5001405aaaaaaaa2'
 check "! echo \"\$LAST_OUT\" | grep -q 'Key=0x[^1]'" "every registration carries key 0x1111"
-expect 0 sg_persist -n --in -r $B;  expect_out 'Key=0x1111'; expect_out 'Write Exclusive, all registrants'
+# an all-registrants reservation reports key 0 (SPC-4)
+expect 0 sg_persist -n --in -r $B;  expect_out 'Key=0x0$'; expect_out 'Write Exclusive, all registrants'
 
 compare_prin() {  # compare_prin SA NAME: prhelperd on $M vs sg_raw on path 2
   expect 0 $D $M "in $1 /tmp/mp-got.bin";  expect_out "status 0x00"
@@ -93,11 +95,11 @@ expect 0 $D $M 'in 0 /tmp/mp-keys.bin' 'in 1 /tmp/mp-resv.bin' 'out 1 0x1111 0 7
 expect_out 'MP in 0 /tmp/mp-keys.bin: status 0x00 len 24'           # both registrations
 expect_out 'MP in 1 /tmp/mp-resv.bin: status 0x00 len 24'
 expect_out 'MP out 1 0x1111 0 7: status 0x00'                        # RESERVE again: holder, GOOD
-expect 0 sg_persist -n --in -r $B;  expect_out 'Key=0x1111'; expect_out 'all registrants'
+expect 0 sg_persist -n --in -r $B;  expect_out 'Key=0x0$'; expect_out 'all registrants'
 echo "--- I/O through the map still works (path 2 is a registrant of the all-registrants reservation)"
 expect 0 sg_raw -s 512 -i /dev/zero $M 2a 00 00 00 00 08 00 00 01 00
-echo "--- (info) REGISTER with a path down: the kernel sends it to every path"
-$D $M 'out 6 0 0x1111' | sed 's/^/    /'
+echo "--- REGISTER AND IGNORE EXISTING KEY with path 1 down: goes to the running path"
+expect 0 $D $M "out 6 0 0x1111";  expect_out "status 0x00"
 echo "--- path 1 back"
 echo running > /sys/block/$NA/device/state
 expect 0 dmsetup message mpatha 0 reinstate_path $DA
@@ -117,10 +119,11 @@ n=0; while ! grep -q 'MP sending' /tmp/mp-bg.out && [ $n -lt 300 ]; do sleep 0.1
 sleep 1   # the CLEAR is now in dm's retry loop
 check "kill -0 $BG 2>/dev/null" "the multipath CLEAR is in progress (no reply yet)"
 t1=$(up)
-expect 0 $D $B 'in 0';  expect_out "MP in 0: status 0x00"
-plain_ms=$(echo "$LAST_OUT" | sed -n 's/.* ms //p')
-check "kill -0 $BG 2>/dev/null" "the plain-disk reply came while the multipath CLEAR was still pending"
-echo "TIMING plain-disk READ KEYS: ${plain_ms} ms in prhelperd (client process $(elapsed $t1)s)"
+# two requests: the first one also starts a second SG_IO Worker (the first is held)
+expect 0 $D $B 'in 0' 'in 1';  expect_out "MP in 0: status 0x00"; expect_out "MP in 1: status 0x00"
+plain_ms=$(echo "$LAST_OUT" | sed -n 's/.* ms //p' | tr '\n' ' ')
+check "kill -0 $BG 2>/dev/null" "the plain-disk replies came while the multipath CLEAR was still pending"
+echo "TIMING plain-disk READ KEYS, READ RESERVATION: ${plain_ms}ms in prhelperd (first incl. a Worker start; client process $(elapsed $t1)s)"
 expect 0 dmsetup message mpathq 0 reinstate_path $DB
 wait $BG; BG=
 cat /tmp/mp-bg.out | sed 's/^/    /'
@@ -130,6 +133,7 @@ echo "TIMING multipath CLEAR: $(sed -n 's/.*status.* ms //p' /tmp/mp-bg.out) ms 
 
 echo "--- CLEAR through prhelperd"
 expect 0 $D $M 'out 3 0x1111 0';  expect_out 'status 0x00'
+sg_persist -n --in -k $B > /dev/null 2>&1   # consumes the UNIT ATTENTION (2A/03) CLEAR left on path 2
 expect 0 sg_persist -n --in -k $B;  expect_out 'NO registered reservation keys'
 check 'kill -0 $PRD_PID' "daemon still running"
 echo "--- daemon log"; cat /run/prhelperd.log | tail -30

@@ -15,6 +15,7 @@ dd if=/dev/zero of=/tmp/blk bs=512 count=1 2>/dev/null
 sh $RIG/seq/gen-matrix.sh > /run/matrix.seq
 cat $RIG/seq/wire.seq >> /run/matrix.seq 2>/dev/null
 mkdir -p /run/tr
+W0=$(kernel_warnings)
 lio_reset || exit 1
 prh_start /run/prh.sock || exit 1
 rigtool prh-seq /run/prh.sock /run/matrix.seq /run/tr/d-qprh-rigtool.tr > /run/d1.log 2>&1
@@ -62,4 +63,5 @@ else
   diff /run/tr/d-prd-rigtool.cmp /run/tr/d-prd-client.cmp | head -40
 fi
 [ -d /share ] && { mkdir -p /share/transcripts; cp /run/tr/*.tr /share/transcripts/; }
+check "[ $(kernel_warnings) = $W0 ]" "no kernel WARNING during the sequences"
 finish

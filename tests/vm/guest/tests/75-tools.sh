@@ -12,6 +12,11 @@
 have_prhelperd || skip "prhelperd not in the tree yet"
 have_deno || { echo "no deno"; exit 1; }
 [ -f $PRJ/src/tools/client_command.ts ] || skip "prhelperd client not in the tree yet"
+if [ -d /sys/fs/selinux ]; then  # SELinux boot: a policy, permissive, before the daemon starts
+  grep -q selinuxfs /proc/mounts || mount -t selinuxfs selinuxfs /sys/fs/selinux
+  [ -e /sys/fs/selinux/class/blk_file ] || expect 0 load_policy
+  expect 0 setenforce 0
+fi
 lio_reset || exit 1
 SOCK=/run/prd-tools.sock
 KA=0xaaa1 KB=0xbbb2
@@ -62,7 +67,9 @@ expect 6 sg_persist -n -k $A
 echo "--- APTPL registration, then clear"
 expect 0 cl --out --register-ignore --param-sark=0x77 --param-aptpl $A
 state "APTPL active, path 2 holds Write Exclusive, registrants only"
+echo "--- CLEAR from path 2: path 1 gets UNIT ATTENTION through the helper too"
 expect 0 cl --out --clear --param-rk=$KB $B
+expect 6 cl -r $A; expect_out 'Unit attention'
 same $A -r
 expect 0 cl --json -c $A; expect_out '"atpC": (true|false)'
 echo "TIMING client comparisons: $(elapsed $t0)s"
@@ -116,8 +123,6 @@ kill $NPID 2>/dev/null; wait $NPID 2>/dev/null
 
 if [ -d /sys/fs/selinux ]; then
   echo "--- SELinux: a device labelled for another VM"
-  grep -q selinuxfs /proc/mounts || mount -t selinuxfs selinuxfs /sys/fs/selinux
-  [ -e /sys/fs/selinux/class/blk_file ] || expect 0 load_policy
   C12=system_u:system_r:svirt_t:s0:c1,c2
   C34=system_u:system_r:svirt_t:s0:c3,c4
   BDEV=$(cat /sys/class/block/${A##*/}/dev)
