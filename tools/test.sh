@@ -26,7 +26,7 @@ count() { # count NAME RC: one pass/fail item
 }
 
 # ---------------------------------------------------------------- installs
-HOST_PKGS="qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc libc6-dev bc systemd util-linux strace"
+HOST_PKGS="qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc libc6-dev bc systemd util-linux strace dmsetup lintian dpkg-dev debootstrap e2fsprogs"
 need_pkgs=""
 for p in $HOST_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs="$need_pkgs $p"
@@ -61,6 +61,13 @@ else
   passed=$((passed + hp)); failed=$((failed + ${hf:-0}))
 fi
 
+# ---------------------------------------------------------------- package
+note "Debian package (deno task deb, lintian --fail-on error)"
+./tools/deno task deb >"$log_dir/deb.log" 2>&1; rc=$?
+grep -E "^(built|lintian)" "$log_dir/deb.log"; [ $rc = 0 ] || tail -30 "$log_dir/deb.log"
+grep -q "lintian: no errors" "$log_dir/deb.log" || { echo "lintian did not run clean"; rc=1; }
+count "package builds, lintian clean" $rc
+
 # ---------------------------------------------------------------- VM tier
 if [ $host_only = 0 ]; then
   note "VM tier (LIO disks, qemu-pr-helper differential, nested QEMU)"
@@ -89,6 +96,12 @@ if [ $host_only = 0 ]; then
     vm_run selinux --selinux svirt                 # enforcing-mode sVirt checks
     vm_run nested --nested nested-qprh nested-prhelperd   # a real QEMU, ~4 min each
     vm_run fault --fault                           # a corrupted reply byte must fail the differential
+    # the installed .deb in a real systemd boot (debootstrap rootfs; ~10 min under TCG)
+    echo "--- VM boot: systemd (tests/vm/systemd/run.sh -n)"
+    tests/vm/systemd/run.sh -n >"$log_dir/vm-systemd.log" 2>&1; rc=$?
+    grep -aE 'PASS|FAIL|RESULT' "$log_dir/vm-systemd.log" | tail -15
+    if [ $rc = 0 ]; then echo "VM-TEST systemd-package: PASS"; else
+      tail -40 "$log_dir/vm-systemd.log"; echo "VM-TEST systemd-package: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
     vp=$(grep -acE '^VM-TEST .*: PASS' "$log_dir/vm.log")
     vf=$(grep -acE '^VM-TEST .*: FAIL' "$log_dir/vm.log")
     if [ "$vp" = 0 ] && [ "$vf" = 0 ]; then
