@@ -49,6 +49,14 @@ note "static checks"
 ./tools/deno lint >"$log_dir/lint.log" 2>&1; rc=$?; [ $rc = 0 ] || tail -40 "$log_dir/lint.log"; count "deno lint" $rc
 ./tools/deno task -q check >"$log_dir/check.log" 2>&1; rc=$?; [ $rc = 0 ] || tail -40 "$log_dir/check.log"; count "deno check" $rc
 
+# ---------------------------------------------------------------- package
+# before the host tests: some of them unpack and run the built .deb
+note "Debian package (deno task deb, lintian --fail-on error)"
+./tools/deno task deb >"$log_dir/deb.log" 2>&1; rc=$?
+grep -E "^(built|lintian)" "$log_dir/deb.log"; [ $rc = 0 ] || tail -30 "$log_dir/deb.log"
+grep -q "lintian: no errors" "$log_dir/deb.log" || { echo "lintian did not run clean"; rc=1; }
+count "package builds, lintian clean" $rc
+
 # ---------------------------------------------------------------- host tests
 note "host tests (deno test)"
 ./tools/deno test -A --no-prompt --reporter=dot --junit-path="$log_dir/host-junit.xml" tests/ 2>&1 | tee "$log_dir/host.log" | tail -60
@@ -60,13 +68,6 @@ if [ -z "$hp" ]; then
 else
   passed=$((passed + hp)); failed=$((failed + ${hf:-0}))
 fi
-
-# ---------------------------------------------------------------- package
-note "Debian package (deno task deb, lintian --fail-on error)"
-./tools/deno task deb >"$log_dir/deb.log" 2>&1; rc=$?
-grep -E "^(built|lintian)" "$log_dir/deb.log"; [ $rc = 0 ] || tail -30 "$log_dir/deb.log"
-grep -q "lintian: no errors" "$log_dir/deb.log" || { echo "lintian did not run clean"; rc=1; }
-count "package builds, lintian clean" $rc
 
 # ---------------------------------------------------------------- VM tier
 if [ $host_only = 0 ]; then

@@ -54,7 +54,8 @@ client() {
   rm -f /run/svirt-$name.out /run/svirt-$name.go
   mkfifo /run/svirt-$name.go
   cd $PRJ   # deno.json (import map) is found from the working directory
-  runcon $ctx "$DENO" run --no-lock --cached-only --no-prompt -A --v8-flags=--jitless \
+  _deno_lock   # deno in the guest resolves npm packages from the shared cache through the lockfile
+  runcon $ctx "$DENO" run $DENO_FLAGS -A --v8-flags=--jitless \
     $RIG/driver/svirt_client.ts $SOCK /run/svirt-$name.out /run/svirt-$name.go "$@" \
     > /run/svirt-$name.log 2>&1 &
   eval "CP_$name=\$!"
