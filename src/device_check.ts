@@ -20,8 +20,9 @@ import {
   O_ACCMODE,
   O_RDONLY,
   readLink,
+  readSmallFile,
+  statPath,
 } from "../ffi/libc.ts";
-import { readSmallFile } from "../ffi/libc.ts";
 import { Sense, type SenseCode } from "./sense.ts";
 
 /** What the kernel says about a received fd. */
@@ -37,6 +38,11 @@ export interface DeviceFacts {
   scsi: boolean;
   /** device-mapper uuid, for dm block devices ("" if the device has none). */
   dmUuid: string | null;
+  /**
+   * The device number still exists in sysfs (false: the device behind the fd
+   * was removed, e.g. a LUN unexported while a client held it). Default true.
+   */
+  present?: boolean;
 }
 
 /** The class of device a request goes to. */
@@ -54,6 +60,14 @@ function refuse(reason: string): DeviceDecision {
 /** Decide from the facts whether this fd may receive a PR command. */
 export function decideDevice(facts: DeviceFacts): DeviceDecision {
   const dev = `${facts.major}:${facts.minor}`;
+  if ((facts.kind === "block" || facts.kind === "char") && facts.present === false) {
+    // what SG_IO's ENODEV maps to in the errno table: the device is gone
+    return {
+      ok: false,
+      reason: `${facts.kind} device ${dev} no longer exists (removed)`,
+      sense: Sense.TARGET_FAILURE,
+    };
+  }
   switch (facts.kind) {
     case "block":
       if (facts.dmUuid !== null) {
@@ -76,7 +90,7 @@ export function decideDevice(facts: DeviceFacts): DeviceDecision {
 }
 
 /** What sysfs says about a device number (does not depend on the fd). */
-type SysfsFacts = Pick<DeviceFacts, "partition" | "scsi" | "dmUuid">;
+type SysfsFacts = Pick<DeviceFacts, "partition" | "scsi" | "dmUuid" | "present">;
 
 /**
  * sysfs answers by device number, cached briefly: a loop of requests on one
@@ -92,7 +106,12 @@ function sysfsFacts(kind: FileKind, major: number, minor: number): SysfsFacts {
   const now = Date.now();
   const hit = sysfsCache.get(key);
   if (hit && now - hit.at < SYSFS_TTL_MS) return hit.facts;
-  const facts: SysfsFacts = { partition: false, scsi: false, dmUuid: null };
+  const facts: SysfsFacts = {
+    partition: false,
+    scsi: false,
+    dmUuid: null,
+    present: statPath(`/sys/dev/${kind}/${id}`) !== null,
+  };
   if (kind === "block") {
     const sys = `/sys/dev/block/${id}`;
     facts.partition = readSmallFile(`${sys}/partition`, 64) !== null;
@@ -113,6 +132,6 @@ export function probeDevice(fd: number): DeviceFacts {
   const readOnly = (fileStatusFlags(fd) & O_ACCMODE) === O_RDONLY;
   const sys = st.kind === "block" || st.kind === "char"
     ? sysfsFacts(st.kind, st.rdevMajor, st.rdevMinor)
-    : { partition: false, scsi: false, dmUuid: null };
+    : { partition: false, scsi: false, dmUuid: null, present: true };
   return { kind: st.kind, major: st.rdevMajor, minor: st.rdevMinor, readOnly, ...sys };
 }

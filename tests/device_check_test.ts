@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
 import { decideDevice, type DeviceFacts, probeDevice } from "../src/device_check.ts";
-import { formatSense } from "../src/sense.ts";
+import { formatSense, Sense } from "../src/sense.ts";
 import { FdSet } from "./helpers/protocol.ts";
 import { TempDir } from "./helpers/daemon.ts";
 
@@ -145,3 +145,15 @@ function canOpen(path: string): boolean {
     return false;
   }
 }
+
+Deno.test("decideDevice: a device removed while a client held its fd gets ENODEV's reply (04/44/00)", () => {
+  for (const kind of ["block", "char"] as const) {
+    const d = decideDevice(facts({ kind, present: false }));
+    assert.equal(d.ok, false);
+    if (!d.ok) {
+      assert.deepEqual(d.sense, Sense.TARGET_FAILURE);
+      assert.match(d.reason, /no longer exists/);
+    }
+  }
+  assert.equal(decideDevice(facts({ present: true })).ok, true);
+});

@@ -99,7 +99,13 @@ started() {
 }
 
 # ================================================================ enforcing
+# The daemon runs as kernel_t here, which has no execmem under enforcing: V8
+# could not create the SG_IO Worker's isolate (started on first use, after
+# `setenforce 1`) and would abort. A real policy for prhelperd grants execmem
+# (docs/SECURITY.md); like the clients, the test runs it without the JIT.
+SAVED_FLAGS=$DENO_FLAGS; DENO_FLAGS="$DENO_FLAGS --v8-flags=--jitless"
 PRD_MODE=daemon prd_start $SOCK -v || exit 1
+DENO_FLAGS=$SAVED_FLAGS
 started
 log_has 'SELinux access check: on \(permissive\)'
 client e12 $C12 x-blk,/dev/prh-blk-c34,reg,0xbad1 x-sg,/dev/prh-sg-c34,reg,0xbad2 pause \
