@@ -14,6 +14,12 @@
 #   control: the same cross-MCS request with --selinux=off goes through, so
 #     skipping the check makes the enforcing checks above fail.
 . $RIG/lib.sh
+# Every deno here (daemon and clients) runs without the JIT: their domains
+# (kernel_t, svirt_t) have no execmem under enforcing, and V8 aborts when it
+# creates an isolate then (the daemon's SG_IO Worker starts on first use,
+# after `setenforce 1`). A real policy for prhelperd grants execmem
+# (docs/SECURITY.md).
+DENO_FLAGS="$DENO_FLAGS --v8-flags=--jitless"
 [ -d /sys/fs/selinux ] || skip "kernel not booted with SELinux (run-vm.sh -S)"
 have_prhelperd || skip "prhelperd not in the tree yet"
 have_deno || { echo "no deno"; exit 1; }
@@ -55,7 +61,7 @@ client() {
   mkfifo /run/svirt-$name.go
   cd $PRJ   # deno.json (import map) is found from the working directory
   _deno_lock   # deno in the guest resolves npm packages from the shared cache through the lockfile
-  runcon $ctx "$DENO" run $DENO_FLAGS -A --v8-flags=--jitless \
+  runcon $ctx "$DENO" run $DENO_FLAGS -A \
     $RIG/driver/svirt_client.ts $SOCK /run/svirt-$name.out /run/svirt-$name.go "$@" \
     > /run/svirt-$name.log 2>&1 &
   eval "CP_$name=\$!"
@@ -99,13 +105,7 @@ started() {
 }
 
 # ================================================================ enforcing
-# The daemon runs as kernel_t here, which has no execmem under enforcing: V8
-# could not create the SG_IO Worker's isolate (started on first use, after
-# `setenforce 1`) and would abort. A real policy for prhelperd grants execmem
-# (docs/SECURITY.md); like the clients, the test runs it without the JIT.
-SAVED_FLAGS=$DENO_FLAGS; DENO_FLAGS="$DENO_FLAGS --v8-flags=--jitless"
 PRD_MODE=daemon prd_start $SOCK -v || exit 1
-DENO_FLAGS=$SAVED_FLAGS
 started
 log_has 'SELinux access check: on \(permissive\)'
 client e12 $C12 x-blk,/dev/prh-blk-c34,reg,0xbad1 x-sg,/dev/prh-sg-c34,reg,0xbad2 pause \
