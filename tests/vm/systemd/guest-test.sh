@@ -86,12 +86,15 @@ UID_P=$(id -u prhelperd); GID_P=$(id -g prhelperd)
 echo "service MainPID $PID; prhelperd = $UID_P:$GID_P"
 n=0
 for st in /proc/$PID/task/*/status; do
+  # read once: a thread may end between the glob and the read (an idle pool thread)
+  txt=$(cat $st 2>/dev/null)
+  [ -n "$txt" ] || { echo "  tid $(basename $(dirname $st)): gone"; continue; }
   n=$((n+1))
-  name=$(sed -n 's/^Name:\t//p' $st)
-  u=$(awk '/^Uid:/{print $2,$3,$4,$5}' $st); g=$(awk '/^Gid:/{print $2,$3,$4,$5}' $st)
-  grp=$(awk '/^Groups:/{print $2}' $st)
-  ce=$(awk '/^CapEff:/{print $2}' $st); cp=$(awk '/^CapPrm:/{print $2}' $st)
-  cb=$(awk '/^CapBnd:/{print $2}' $st); nnp=$(awk '/^NoNewPrivs:/{print $2}' $st)
+  f() { printf '%s\n' "$txt" | awk -v k="$1" '$1 == k":" { $1 = ""; sub(/^ /, ""); print }'; }
+  name=$(f Name)
+  u=$(f Uid | tr '\t' ' '); g=$(f Gid | tr '\t' ' ')
+  grp=$(f Groups | awk '{print $1}')
+  ce=$(f CapEff); cp=$(f CapPrm); cb=$(f CapBnd); nnp=$(f NoNewPrivs)
   echo "  tid $(basename $(dirname $st)) $name: Uid $u Gid $g Groups [$grp] CapEff $ce CapPrm $cp CapBnd $cb NoNewPrivs $nnp"
   # Groups: systemd's User= adds the primary group (initgroups); nothing else.
   [ "$u" = "$UID_P $UID_P $UID_P $UID_P" ] && [ "$g" = "$GID_P $GID_P $GID_P $GID_P" ] &&
