@@ -52,8 +52,6 @@ const symbols = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   // int close(int fd)
   close: { parameters: ["i32"], result: "i32" },
-  // int dup(int fd)
-  dup: { parameters: ["i32"], result: "i32" },
   // int fcntl(int fd, int cmd, ... /* int arg */)
   fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
   // int fstat(int fd, struct stat *st)
@@ -93,12 +91,6 @@ const symbols = {
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // pid_t getpid(void)
   getpid: { parameters: [], result: "i32" },
-  // uid_t getuid(void)
-  getuid: { parameters: [], result: "u32" },
-  // uid_t geteuid(void)
-  geteuid: { parameters: [], result: "u32" },
-  // gid_t getgid(void)
-  getgid: { parameters: [], result: "u32" },
   // int getrlimit(int resource, struct rlimit *rl)
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   // int setrlimit(int resource, const struct rlimit *rl)
@@ -237,7 +229,6 @@ const SOCK_NONBLOCK = 0o4000;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_TYPE = 3;
-const SO_ERROR = 4;
 const SO_ACCEPTCONN = 30;
 const SO_PEERCRED = 17;
 const SO_PEERSEC = 31;
@@ -407,11 +398,6 @@ export function socketInfo(fd: number): SocketInfo {
   return { family, stream: type === SOCK_STREAM, listening };
 }
 
-/** SO_ERROR of a socket (0 if none). */
-export function socketError(fd: number): number {
-  return sockoptInt(fd, SO_ERROR, "SO_ERROR");
-}
-
 /** Send a datagram to a unix socket path; a leading `@` names an abstract socket. */
 export function sendDatagram(fd: number, path: string, data: Uint8Array): void {
   const abstract = path.startsWith("@");
@@ -557,11 +543,6 @@ export function closeFd(fd: number): void {
     const e = lastErrno();
     if (e !== Errno.EINTR) throw new SysError("close", e, String(fd));
   }
-}
-
-/** dup(2), close-on-exec. */
-export function dupFd(fd: number): number {
-  return check("fcntl", libc.fcntl(fd, 1030, /* F_DUPFD_CLOEXEC */ 3n), `F_DUPFD_CLOEXEC ${fd}`);
 }
 
 /** The file status flags (F_GETFL). */
@@ -881,11 +862,6 @@ export class PollSet {
 /** getpid(2). */
 export function getPid(): number {
   return libc.getpid();
-}
-
-/** Real and effective uid, real gid. */
-export function getIds(): { uid: number; euid: number; gid: number } {
-  return { uid: libc.getuid(), euid: libc.geteuid(), gid: libc.getgid() };
 }
 
 const RLIMIT_NOFILE = 7;

@@ -345,13 +345,14 @@ export class Server {
   }
 
   #dropIdle(): void {
-    for (const c of [...this.#conns.values()]) {
+    for (const c of this.#conns.values()) {
       if (!c.busy && !c.writing) this.#drop(c, null);
     }
   }
 
   #expireStalled(now: number): void {
-    for (const c of [...this.#conns.values()]) {
+    // runs every iteration: no copy of the map (deleting the current entry is safe in a Map walk)
+    for (const c of this.#conns.values()) {
       if (c.waitingSince !== 0 && now - c.waitingSince >= this.#opts.stallTimeoutMs) {
         this.#drop(
           c,
