@@ -40,6 +40,13 @@ else
   bad "apt-get install $(basename "$deb")"; exit 1
 fi
 check 'id prhelperd' "sysusers.d created the prhelperd user"
+U=/usr/lib/systemd/system
+out=$(systemd-analyze verify --man=no $U/prhelperd.socket $U/prhelperd.service 2>&1); rc=$?
+[ -z "$out" ] || echo "$out"
+check '[ $rc = 0 ] && [ -z "$out" ]' "systemd-analyze verify prhelperd.socket prhelperd.service: clean"
+out=$(systemd-analyze security --offline=yes --threshold=20 --no-pager $U/prhelperd.service 2>&1); rc=$?
+level=$(echo "$out" | sed -n 's/.*Overall exposure level for prhelperd.service: \([0-9.]*\).*/\1/p')
+check '[ $rc = 0 ] && [ -n "$level" ]' "systemd-analyze security --offline=yes: exposure $level (goal 2.0 or lower)"
 check '[ "$(systemctl is-enabled prhelperd.socket)" = enabled ]' "prhelperd.socket enabled by postinst"
 check '[ "$(systemctl is-active prhelperd.socket)" = active ]' "prhelperd.socket active"
 check '[ "$(systemctl is-active prhelperd.service)" = inactive ]' "service not started before a client"
