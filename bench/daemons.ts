@@ -7,6 +7,7 @@
  */
 
 import { closeFd, openDevice, PrHelperClient } from "../mod.ts";
+import { v8FlagsArgument } from "../tools/runtime_flags.ts";
 
 /** The project root (where deno.json and main.ts live). */
 export const ROOT: string = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
@@ -44,6 +45,7 @@ export function prhelperdSpec(options: PrhelperdSpecOptions = {}): DaemonSpec {
       "run",
       "-P=daemon",
       "--no-prompt",
+      v8FlagsArgument(),
       "--config",
       `${root}/deno.json`,
       `${root}/main.ts`,

@@ -11,6 +11,7 @@ import { PrHelperClient } from "../src/client.ts";
 import { prInCdb, prOutCdb } from "../src/cdb.ts";
 import { formatSense, parseSense, Sense } from "../src/sense.ts";
 import { ScsiStatus } from "../src/wire.ts";
+import { v8FlagsArgument } from "../tools/runtime_flags.ts";
 
 /** This repository's root (where main.ts and deno.json are). */
 export const REPO_ROOT: string = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
@@ -165,6 +166,7 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     "run",
     "-P=daemon",
     "--no-prompt",
+    v8FlagsArgument(),
     `${repo}/main.ts`,
     "-k",
     socket,

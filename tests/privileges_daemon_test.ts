@@ -20,6 +20,7 @@ import {
   waitFor,
 } from "./helpers/daemon.ts";
 import { connectGreeted } from "./helpers/protocol.ts";
+import { v8FlagsArgument } from "../tools/runtime_flags.ts";
 
 const isRoot = Deno.uid() === 0;
 const RAWIO = 1n << 17n;
@@ -192,6 +193,9 @@ Deno.test({
       }, { what: "the packaged daemon's socket" });
       assertGreeting(sock);
       assertThreads(proc.pid, 0, 0, 0n);
+      // the launcher's V8 flags reach the running (re-executed) daemon
+      const argv = Deno.readTextFileSync(`/proc/${proc.pid}/cmdline`).split("\0");
+      assert.ok(argv.includes(v8FlagsArgument()), `daemon argv: ${argv.join(" ")}`);
       await sleep(1000); // the SG_IO Worker started at start-up has loaded (or failed) by now
       assert.doesNotMatch(proc.output(), /Module not found|sgio_worker/);
       proc.signal("SIGTERM");

@@ -17,6 +17,7 @@
  */
 
 import { compileBinary } from "./compile.ts";
+import { v8FlagsArgument } from "./runtime_flags.ts";
 
 const root = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 const config = JSON.parse(await Deno.readTextFile(`${root}/deno.json`));
@@ -265,7 +266,10 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
       );
     }
     await copy(denoBinary(), `${stage}${LIBDIR}/deno`, 0o755);
-    const flags = permissionFlags(config.permissions.daemon, "@LIBDIR@");
+    const flags = [
+      ...permissionFlags(config.permissions.daemon, "@LIBDIR@"),
+      v8FlagsArgument(),
+    ];
     await write(`${stage}/usr/bin/prhelperd`, launcherScript(flags), 0o755);
   }
 

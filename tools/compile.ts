@@ -1,6 +1,7 @@
 /**
  * `deno task compile`: a single self-contained binary (dist/prhelperd) with
- * the permission set "daemon" of deno.json baked in, made by `deno compile`.
+ * the permission set "daemon" of deno.json and the daemon's V8 flags
+ * (tools/runtime_flags.ts) baked in, made by `deno compile`.
  *
  * `deno compile` needs denort, Deno's runtime-only binary of the same version,
  * which it downloads from Deno's release host. Where that host is unreachable
@@ -12,6 +13,8 @@
  *
  * @module
  */
+
+import { v8FlagsArgument } from "./runtime_flags.ts";
 
 const root = new URL("../", import.meta.url).pathname.replace(/\/$/, "");
 
@@ -62,6 +65,7 @@ export async function compileBinary(output = `${root}/dist/prhelperd`): Promise<
       "compile",
       "-P=daemon",
       "--no-prompt",
+      v8FlagsArgument(),
       "--include",
       "src/sgio_worker.ts",
       "-o",

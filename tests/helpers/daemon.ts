@@ -9,6 +9,7 @@
 
 import { closeFd, connectUnix, unixSocket } from "../../ffi/libc.ts";
 import { RawConnection } from "../../src/client.ts";
+import { v8FlagsArgument } from "../../tools/runtime_flags.ts";
 
 /** The repository root. */
 export const REPO: string = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -19,7 +20,7 @@ export const DENO: string = Deno.execPath();
 
 /** How the daemon is run: the permission set, so the manifest is exercised. */
 export function daemonCommand(args: readonly string[]): string[] {
-  return [DENO, "run", "-P=daemon", "--no-prompt", MAIN, ...args];
+  return [DENO, "run", "-P=daemon", "--no-prompt", v8FlagsArgument(), MAIN, ...args];
 }
 
 /** Sleep without blocking the event loop. */

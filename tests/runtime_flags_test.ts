@@ -1,0 +1,38 @@
+/**
+ * Every way of launching the daemon passes the same V8 flags
+ * (tools/runtime_flags.ts): the `start` task, the tools/prhelperd shell
+ * launcher and the package's generated launcher. (The running packaged
+ * daemon's command line is checked in privileges_daemon_test.ts.)
+ */
+import assert from "node:assert/strict";
+import { DAEMON_V8_FLAGS, v8FlagsArgument } from "../tools/runtime_flags.ts";
+import { launcherScript } from "../tools/build_deb.ts";
+
+const root = new URL("../", import.meta.url);
+
+Deno.test("runtime flags: one --v8-flags argument with every flag", () => {
+  assert.ok(DAEMON_V8_FLAGS.length > 0);
+  assert.equal(v8FlagsArgument(), `--v8-flags=${DAEMON_V8_FLAGS.join(",")}`);
+});
+
+Deno.test("runtime flags: deno.json's start task passes them", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  const start = config.tasks.start;
+  const command: string = typeof start === "string" ? start : start.command;
+  assert.ok(command.split(/\s+/).includes(v8FlagsArgument()), `start task: ${command}`);
+});
+
+Deno.test("runtime flags: tools/prhelperd passes them", async () => {
+  const text = await Deno.readTextFile(new URL("tools/prhelperd", root));
+  const exec = text.split("\n").find((l) => l.startsWith("exec "));
+  assert.ok(exec, "no exec line in tools/prhelperd");
+  assert.ok(exec.split(/\s+/).includes(v8FlagsArgument()), exec);
+});
+
+Deno.test("runtime flags: the package launcher passes its flags before the bundle", () => {
+  const text = launcherScript(["--allow-read=@LIBDIR@", v8FlagsArgument()]);
+  const at = text.indexOf(`"${v8FlagsArgument()}"`);
+  assert.ok(at > 0, text);
+  assert.ok(at < text.indexOf('"$lib/prhelperd.js"'), "V8 flags after the script name");
+  assert.match(text, /"--allow-read=\$lib"/);
+});
