@@ -9,6 +9,7 @@
  *
  *   deno run -A bench/main.ts [--quick] [--client auto|c|deno]
  *                             [--compare-clients] [--rounds N] [--duration-ms MS]
+ *                             [--leak-requests N (default 1,000,000)]
  *                             [--json FILE] [--prhelperd-arg ARG]...
  *
  * `--quick` is the short run CI does (tests/bench_smoke_test.ts), so the
@@ -250,7 +251,7 @@ function buildRows(r: Omit<BenchResults, "rows">): Row[] {
   const gp = mp ? growthKiB(mp.samples) : null;
   const gq = mq ? growthKiB(mq.samples) : null;
   rows.push({
-    metric: `RSS growth MiB, ${countLabel(r.plan.every)} -> ${label} requests`,
+    metric: `RSS growth MiB (peaks), ${countLabel(r.plan.every)} -> ${label} requests`,
     prhelperd: mib(gp),
     qemu: mib(gq),
     goal: { kind: "flat", base: mib(first(mp)), fraction: 0.05 },
@@ -351,13 +352,15 @@ async function main(args: string[]): Promise<number> {
       ab: { type: "string" },
       rounds: { type: "string" },
       "duration-ms": { type: "string" },
+      "leak-requests": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.help) {
     console.log(
       "usage: deno run -A bench/main.ts [--quick] [--client auto|c|deno] [--compare-clients]\n" +
-        "                                 [--rounds N] [--duration-ms MS] [--json FILE]\n" +
+        "                                 [--rounds N] [--duration-ms MS] [--leak-requests N]\n" +
+        "                                 [--json FILE]\n" +
         "                                 [--prhelperd-arg ARG]...",
     );
     return 0;
@@ -367,7 +370,12 @@ async function main(args: string[]): Promise<number> {
     return 2;
   }
   const plan = { ...(values.quick ? QUICK : FULL) };
-  for (const [opt, key] of [["rounds", "rounds"], ["duration-ms", "durationMs"]] as const) {
+  const numeric = [
+    ["rounds", "rounds"],
+    ["duration-ms", "durationMs"],
+    ["leak-requests", "requests"],
+  ] as const;
+  for (const [opt, key] of numeric) {
     const v = values[opt];
     if (v === undefined) continue;
     if (!/^\d+$/.test(v) || Number(v) < 1) {

@@ -92,10 +92,16 @@ function mustRss(pid: number, name: string): number {
 }
 
 /**
- * Growth over the run: the last sample minus the first (the first is taken
- * after `every` requests, when caches and the JIT have warmed up).
+ * Growth over the run: the highest sample of the second half minus the highest
+ * of the first half (samples start after `every` requests, when caches and the
+ * JIT have warmed up). A garbage-collected heap makes RSS a sawtooth, so the
+ * last sample minus the first measures where in a cycle the run stopped; the
+ * peaks of the two halves compare like with like, and a leak raises the
+ * second half's peak by about half of what it leaked over the run.
  */
 export function growthKiB(samples: [number, number][]): number | null {
   if (samples.length < 2) return null;
-  return samples[samples.length - 1][1] - samples[0][1];
+  const mid = Math.floor(samples.length / 2);
+  const peak = (part: [number, number][]) => Math.max(...part.map(([, kib]) => kib));
+  return peak(samples.slice(mid)) - peak(samples.slice(0, mid));
 }
