@@ -11,6 +11,7 @@
 #   tests/vm/systemd/run.sh [-n] [-x] [-a tcg|kvm] [-T timeout_s]
 #     -n  use the existing dist/*.deb (default: `deno task deb` first)
 #     -x  interactive: serial console, no test unit (log in as root, no password)
+#     -T  limit of one boot in seconds (default 600; a boot normally takes 140)
 # Env: SILENCE=s (console silence that ends a boot, default 300), EXTRA_APPEND=
 # (more kernel arguments, for debugging).
 # Logs: tests/vm/out/systemd/{console.log,debootstrap.log} (written in
@@ -18,7 +19,7 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../common.sh"
-BUILD=1 SHELL_ONLY=0 ACCEL=tcg TMO=900 SILENCE=${SILENCE:-300}
+BUILD=1 SHELL_ONLY=0 ACCEL=tcg TMO=600 SILENCE=${SILENCE:-300}
 while getopts nxa:T: o; do
   case $o in
     n) BUILD=0 ;; x) SHELL_ONLY=1 ;; a) ACCEL=$OPTARG ;; T) TMO=$OPTARG ;;
