@@ -173,6 +173,10 @@ export function parseArgs(args: string[]): CliResult {
     .configureOutput({
       writeOut: (s) => stdout += s,
       writeErr: (s) => stderr += s,
+      // plain text; commander would otherwise read FORCE_COLOR/CLICOLOR_FORCE,
+      // which the daemon's permission set does not allow (NotCapable)
+      getOutHasColors: () => false,
+      getErrHasColors: () => false,
     });
   try {
     program.parse(args, { from: "user" });

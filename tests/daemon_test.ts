@@ -355,6 +355,30 @@ Deno.test("daemon: a stale socket file (no listener) is replaced; a non-socket i
   assert.equal(Deno.readTextFileSync(path), "not a socket");
 });
 
+Deno.test("daemon: --help and --version work under the daemon's permission set", async () => {
+  // commander asks the environment whether to colour help text; the permission
+  // set allows only the daemon's own variables, so help must not ask. (The
+  // harness sets NO_COLOR=1, which commander reads first: clear it here.)
+  const envs: Record<string, string>[] = [
+    { NO_COLOR: "" },
+    { NO_COLOR: "", CLICOLOR_FORCE: "1" },
+    { NO_COLOR: "", FORCE_COLOR: "1" },
+  ];
+  for (const env of envs) {
+    const help = await runDaemonToExit(["--help"], { env });
+    const what = JSON.stringify(env);
+    assert.equal(help.code, 0, `${what}: ${help.output}`);
+    assert.match(help.output, /^Usage: prhelperd \[OPTIONS\]$/m, what);
+    assert.match(help.output, /-k, --socket/, what);
+    assert.doesNotMatch(help.output, /Uncaught|NotCapable/, what);
+    const usage = help.output.slice(help.output.indexOf("Usage:"));
+    assert.doesNotMatch(usage, /\x1b\[/, `${what}: colour codes in the help text`);
+  }
+  const version = await runDaemonToExit(["--version"], { env: { NO_COLOR: "" } });
+  assert.equal(version.code, 0, version.output);
+  assert.match(version.output, /^prhelperd \d+\.\d+\.\d+$/m);
+});
+
 Deno.test("daemon: command-line errors exit 1 with a message", async () => {
   const cases: [string[], RegExp][] = [
     [["-k", "relative.sock"], /socket path "relative\.sock" must be absolute/],

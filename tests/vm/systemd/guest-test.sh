@@ -40,6 +40,8 @@ else
   bad "apt-get install $(basename "$deb")"; exit 1
 fi
 check 'id prhelperd' "sysusers.d created the prhelperd user"
+check 'prhelperd --help 2>&1 | grep -q "^Usage: prhelperd \[OPTIONS\]"' "prhelperd --help (installed launcher)"
+check 'man -w prhelperd >/dev/null 2>&1 || [ -f /usr/share/man/man8/prhelperd.8.gz ]' "man page prhelperd(8) installed"
 U=/usr/lib/systemd/system
 out=$(systemd-analyze verify --man=no $U/prhelperd.socket $U/prhelperd.service 2>&1); rc=$?
 [ -z "$out" ] || echo "$out"
