@@ -372,7 +372,7 @@ Deno.test("daemon: --help and --version work under the daemon's permission set",
     assert.match(help.output, /-k, --socket/, what);
     assert.doesNotMatch(help.output, /Uncaught|NotCapable/, what);
     const usage = help.output.slice(help.output.indexOf("Usage:"));
-    assert.doesNotMatch(usage, /\x1b\[/, `${what}: colour codes in the help text`);
+    assert.ok(!usage.includes("\x1b["), `${what}: colour codes in the help text`);
   }
   const version = await runDaemonToExit(["--version"], { env: { NO_COLOR: "" } });
   assert.equal(version.code, 0, version.output);
