@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { DAEMON_V8_FLAGS, v8FlagsArgument } from "../tools/runtime_flags.ts";
-import { launcherScript } from "../tools/build_deb.ts";
+import { launcherFlags, launcherScript } from "../tools/build_deb.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -29,8 +29,9 @@ Deno.test("runtime flags: tools/prhelperd passes them", async () => {
   assert.ok(exec.split(/\s+/).includes(v8FlagsArgument()), exec);
 });
 
-Deno.test("runtime flags: the package launcher passes its flags before the bundle", () => {
-  const text = launcherScript(["--allow-read=@LIBDIR@", v8FlagsArgument()]);
+Deno.test("runtime flags: the package launcher passes its flags before the bundle", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
+  const text = launcherScript(launcherFlags(config.permissions.daemon));
   const at = text.indexOf(`"${v8FlagsArgument()}"`);
   assert.ok(at > 0, text);
   assert.ok(at < text.indexOf('"$lib/prhelperd.js"'), "V8 flags after the script name");

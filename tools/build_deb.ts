@@ -92,6 +92,14 @@ export function permissionFlags(set: Record<string, unknown>, readDir: string): 
 }
 
 /**
+ * Everything the launcher passes to `deno run`: the permission set "daemon"
+ * (relative reads become `@LIBDIR@`) and the daemon's V8 flags.
+ */
+export function launcherFlags(permissions: Record<string, unknown>): string[] {
+  return [...permissionFlags(permissions, "@LIBDIR@"), v8FlagsArgument()];
+}
+
+/**
  * The /usr/bin/prhelperd shell launcher for the runtime+bundle layout. It
  * finds the runtime relative to itself (../lib/prhelperd), so an unpacked
  * package (dpkg-deb -x) runs in place too; `@LIBDIR@` in `flags` stands for
@@ -266,10 +274,7 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
       );
     }
     await copy(denoBinary(), `${stage}${LIBDIR}/deno`, 0o755);
-    const flags = [
-      ...permissionFlags(config.permissions.daemon, "@LIBDIR@"),
-      v8FlagsArgument(),
-    ];
+    const flags = launcherFlags(config.permissions.daemon);
     await write(`${stage}/usr/bin/prhelperd`, launcherScript(flags), 0o755);
   }
 
