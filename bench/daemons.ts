@@ -33,6 +33,8 @@ export interface PrhelperdSpecOptions {
   root?: string;
   /** Name in the table (default "prhelperd"). */
   name?: string;
+  /** V8 flags (default: the daemon's, tools/runtime_flags.ts). */
+  v8Flags?: readonly string[];
 }
 
 /** prhelperd from this checkout (or `root`), with its own permission set. */
@@ -45,7 +47,7 @@ export function prhelperdSpec(options: PrhelperdSpecOptions = {}): DaemonSpec {
       "run",
       "-P=daemon",
       "--no-prompt",
-      v8FlagsArgument(),
+      options.v8Flags === undefined ? v8FlagsArgument() : `--v8-flags=${options.v8Flags.join(",")}`,
       "--config",
       `${root}/deno.json`,
       `${root}/main.ts`,

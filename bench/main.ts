@@ -18,6 +18,7 @@
  * @module
  */
 
+import { DAEMON_V8_FLAGS } from "../tools/runtime_flags.ts";
 import { parseArgs } from "node:util";
 import { getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
 import {
@@ -350,6 +351,7 @@ async function main(args: string[]): Promise<number> {
       "prhelperd-arg": { type: "string", multiple: true, default: [] },
       "prhelperd-root": { type: "string" },
       ab: { type: "string" },
+      "ab-jit": { type: "boolean", default: false },
       rounds: { type: "string" },
       "duration-ms": { type: "string" },
       "leak-requests": { type: "string" },
@@ -360,7 +362,7 @@ async function main(args: string[]): Promise<number> {
     console.log(
       "usage: deno run -A bench/main.ts [--quick] [--client auto|c|deno] [--compare-clients]\n" +
         "                                 [--rounds N] [--duration-ms MS] [--leak-requests N]\n" +
-        "                                 [--json FILE]\n" +
+        "                                 [--json FILE] [--ab TREE | --ab-jit]\n" +
         "                                 [--prhelperd-arg ARG]...",
     );
     return 0;
@@ -405,6 +407,33 @@ async function main(args: string[]): Promise<number> {
     const qemu = isExecutable(QEMU_PR_HELPER) ? qemuSpec() : null;
     if (qemu === null) log(`${QEMU_PR_HELPER} not found: its column stays n/a`);
     const floor = loadgen !== null ? floorSpec(loadgen) : null;
+
+    if (values["ab-jit"]) {
+      // A/B: the daemon with V8's JIT against the daemon as shipped (--jitless)
+      const jitFlags = DAEMON_V8_FLAGS.filter((f) => f !== "--jitless");
+      const withJit = prhelperdSpec({
+        name: "jit",
+        v8Flags: jitFlags,
+        extraArgs: values["prhelperd-arg"],
+      });
+      const shipped = prhelperdSpec({ name: "jitless", extraArgs: values["prhelperd-arg"] });
+      log(`A/B: V8 flags ${jitFlags.join(",")} against ${DAEMON_V8_FLAGS.join(",")}`);
+      const figures = await throughput([withJit, shipped], client, plan, dir);
+      console.log(`machine: ${machine()}; load average ${loadAverage()}`);
+      console.log(
+        formatTable(throughputRows(figures, plan, "jit", "jitless"), {
+          columns: ["jit", "jitless"],
+        }),
+      );
+      const startup: Record<string, number | null> = {};
+      for (const s of [withJit, shipped]) {
+        startup[s.name] = await timeToFirstReply(s, { dir, runs: plan.startupRuns });
+      }
+      console.log(
+        `start-up to first reply (median ms): jit ${startup.jit}, jitless ${startup.jitless}`,
+      );
+      return 0;
+    }
 
     if (values.ab !== undefined) {
       // A/B: a patched tree against this checkout, same client, interleaved

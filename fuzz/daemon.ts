@@ -106,6 +106,15 @@ export class DaemonProcess {
     return out.sort((a, b) => parseInt(a) - parseInt(b));
   }
 
+  /** glibc's heap checking is loaded in the daemon (libc_malloc_debug.so.0 in its maps). */
+  mallocChecked(): boolean {
+    try {
+      return Deno.readTextFileSync(`/proc/${this.pid}/maps`).includes("libc_malloc_debug");
+    } catch {
+      return false;
+    }
+  }
+
   /** Resident set size in KiB (VmRSS), or -1. */
   rssKiB(): number {
     try {
@@ -157,6 +166,22 @@ function canConnect(path: string): boolean {
 }
 
 /** Start the daemon on a socket in a fresh temp dir and wait until it accepts. */
+/**
+ * glibc's heap checking for the daemon under test: on Debian 12 (glibc 2.36)
+ * `glibc.malloc.check=3` only takes effect with libc_malloc_debug.so.0
+ * preloaded; MALLOC_PERTURB_ fills freed and new blocks, so a use after free
+ * reads garbage. Empty where the library is missing.
+ */
+export function mallocCheckEnv(): Record<string, string> {
+  const lib = "/usr/lib/x86_64-linux-gnu/libc_malloc_debug.so.0";
+  try {
+    Deno.statSync(lib);
+  } catch {
+    return {};
+  }
+  return { LD_PRELOAD: lib, GLIBC_TUNABLES: "glibc.malloc.check=3", MALLOC_PERTURB_: "165" };
+}
+
 export async function startDaemon(options: StartDaemonOptions = {}): Promise<DaemonProcess> {
   const repo = options.repo ?? REPO_ROOT;
   const dir = Deno.makeTempDirSync({ prefix: "prhelperd-fuzz-" });
@@ -183,7 +208,12 @@ export async function startDaemon(options: StartDaemonOptions = {}): Promise<Dae
     stdin: "null",
     stdout: "null",
     stderr: "null",
-    env: { RUST_BACKTRACE: "0", NO_COLOR: "1", PRHELPERD_FUZZ_STDERR: `${dir}/stderr.log` },
+    env: {
+      RUST_BACKTRACE: "0",
+      NO_COLOR: "1",
+      PRHELPERD_FUZZ_STDERR: `${dir}/stderr.log`,
+      ...mallocCheckEnv(),
+    },
   });
   const child = cmd.spawn();
   const d = new DaemonProcess(dir, socket, child, child.pid);

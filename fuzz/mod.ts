@@ -74,6 +74,8 @@ export interface FuzzReport {
   fdBaseline: number;
   rssStartKiB: number;
   rssEndKiB: number;
+  /** The daemon ran with glibc's heap checking (fuzz/daemon.ts `mallocCheckEnv`). */
+  mallocChecked: boolean;
   elapsedMs: number;
   /** null if every invariant held. */
   failure: {
@@ -184,6 +186,7 @@ export async function runFuzz(options: FuzzOptions): Promise<FuzzReport> {
     fdBaseline: t.baseline,
     rssStartKiB: t.daemon.rssKiB(),
     rssEndKiB: -1,
+    mallocChecked: t.daemon.mallocChecked(),
     elapsedMs: 0,
     failure: null,
   };

@@ -9,6 +9,7 @@ import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/libc
 import type { DaemonOptions } from "./cli.ts";
 import { DEFAULT_SOCKET, VERSION } from "./cli.ts";
 import { SgIoExecutor } from "./executor.ts";
+import { jitStatus } from "./jit.ts";
 import { createMultipathHandler } from "./multipath.ts";
 import { DETACH_ENV, detachAndWait, detachedReadyFd, reportReady } from "./daemonize.ts";
 import {
@@ -147,6 +148,9 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       throw new StartupError((e as Error).message);
     }
     for (const line of security.startupLines) log.info("{line}", { line });
+    const jit = jitStatus();
+    if (jit.warn) log.warning("{line}", { line: jit.line });
+    else log.info("{line}", { line: jit.line });
     const server = new Server({
       listenFd: listener.fd,
       handler: {

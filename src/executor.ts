@@ -40,6 +40,9 @@
 
 import { closeFd, makePipe, POLLIN, PollSet, readFd } from "../ffi/libc.ts";
 import type { SgIoOutcome } from "./sense.ts";
+import { logger } from "./log.ts";
+
+const log = logger("executor");
 
 /** One SG_IO to run. */
 export interface SgIoJob {
@@ -128,6 +131,8 @@ type AnyJob = { kind: "sgio"; job: SgIoJob } | { kind: "ioctl"; job: PrIoctlJob 
 export interface SgIoExecutorOptions {
   /** Most Workers at once (each costs ~8 MB). */
   maxWorkers: number;
+  /** The Worker module (default: src/sgio_worker.ts, or sgio_worker.js beside the bundle). */
+  workerUrl?: URL;
 }
 
 /** The SG_IO Worker pool. */
@@ -143,6 +148,7 @@ const SGIO_WORKER_URL = new URL(
 
 export class SgIoExecutor {
   readonly #maxWorkers: number;
+  readonly #workerUrl: URL;
   readonly #workers: Worker_[] = [];
   // deno-lint-ignore no-explicit-any
   readonly #queue: { job: AnyJob; done: (r: any) => void }[] = [];
@@ -157,6 +163,7 @@ export class SgIoExecutor {
       throw new RangeError(`maxWorkers ${options.maxWorkers} must be a positive integer`);
     }
     this.#maxWorkers = options.maxWorkers;
+    this.#workerUrl = options.workerUrl ?? SGIO_WORKER_URL;
     this.#pipe = makePipe(true);
   }
 
@@ -275,16 +282,24 @@ export class SgIoExecutor {
     const sab = new SharedArrayBuffer(Slot.BYTES);
     const words = new Int32Array(sab, 0, 16);
     words[Slot.PIPE] = this.#pipe[1];
-    const worker = new Worker(SGIO_WORKER_URL, { type: "module" });
+    const worker = new Worker(this.#workerUrl, { type: "module" });
     const w: Worker_ = { worker, words, bytes: new Uint8Array(sab), done: null };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
-      // a Worker that dies fails its job instead of hanging it
-      if (w.done !== null) {
-        w.words[Slot.RESULT] = SlotResult.EXCEPTION;
-        Atomics.store(w.words, Slot.STATE, SlotState.DONE);
-        this.drain();
-      }
+      // A Worker that fails (its module does not load, or it throws) leaves
+      // the pool, so no later job is posted to it and hangs; its own job
+      // fails (an error reply), and the next job starts a new Worker.
+      log.error("SG_IO Worker failed: {error}; it is replaced on the next request", {
+        error: e.message,
+      });
+      const at = this.#workers.indexOf(w);
+      if (at >= 0) this.#workers.splice(at, 1);
+      worker.terminate();
+      const done = w.done;
+      w.done = null;
+      if (done !== null) done(new Error(`the SG_IO Worker failed: ${e.message}`));
+      const next = this.#queue.shift();
+      if (next && !this.#closed) this.#enqueue(next.job, next.done);
     };
     worker.postMessage(sab);
     this.#workers.push(w);

@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { Errno } from "../ffi/errno.ts";
 import { closeFd, O_RDWR, openPath } from "../ffi/libc.ts";
-import { SgIoExecutor } from "../src/executor.ts";
+import { SgIoExecutor, Slot, SlotKind, SlotResult } from "../src/executor.ts";
+import { DATA_IN_BUFFER_LEN, runJob } from "../src/sgio_job.ts";
 import { prInCdb } from "../src/cdb.ts";
 import { formatSense, mapSgIoOutcome, parseSense } from "../src/sense.ts";
 
@@ -72,4 +73,94 @@ Deno.test("executor: options are checked; a closed executor refuses work", async
   assert.equal(ex.workers, 1);
   ex.close();
   await assert.rejects(() => ex.run(job(0)), /closed/);
+});
+
+Deno.test("executor: a Worker that fails is an error for its job, never a hang or an exit (13.4)", async () => {
+  const ex = new SgIoExecutor({
+    maxWorkers: 1,
+    workerUrl: new URL("./fixtures/broken_worker.ts", import.meta.url),
+  });
+  const fd = openPath("/dev/null", O_RDWR);
+  try {
+    // every job fails with an Error; none is posted to the dead Worker and hangs
+    for (let i = 0; i < 3; i++) {
+      await assert.rejects(ex.run(job(fd)), /SG_IO Worker failed/);
+      assert.equal(ex.workers, 0, "the failed Worker left the pool");
+    }
+  } finally {
+    closeFd(fd);
+    ex.close();
+  }
+});
+
+Deno.test("executor job: a data-in buffer starts zeroed, never with the last job's bytes (14.9)", () => {
+  const sab = new SharedArrayBuffer(Slot.BYTES);
+  const words = new Int32Array(sab, 0, 16);
+  const bytes = new Uint8Array(sab);
+  // the previous job (another client's) left its data in the slot
+  bytes.fill(0xa5, Slot.DATA_AT, Slot.DATA_AT + 8192);
+  words[Slot.KIND] = SlotKind.SGIO;
+  words[Slot.FD] = 99;
+  words[Slot.DIRECTION] = 1;
+  words[Slot.CDB_LEN] = 10;
+  words[Slot.LENGTH] = 64;
+  words[Slot.TIMEOUT] = 1000;
+  let seen: Uint8Array | null = null;
+  runJob(words, bytes, {
+    // a target that transfers nothing and reports no residual
+    sgIo: (_fd, req) => {
+      seen = req.data.slice();
+      return {
+        kind: "done",
+        status: 0,
+        hostStatus: 0,
+        driverStatus: 0,
+        sense: new Uint8Array(96),
+        senseLen: 0,
+        resid: 0,
+        durationMs: 0,
+      };
+    },
+    prIoctl: () => ({ kind: "errno", errno: Errno.ENOTTY }),
+  });
+  assert.equal(words[Slot.RESULT], SlotResult.DONE);
+  assert.ok(seen !== null && (seen as Uint8Array).every((b) => b === 0), "a zeroed buffer");
+  assert.deepEqual(bytes.slice(Slot.DATA_AT, Slot.DATA_AT + 64), new Uint8Array(64));
+});
+
+Deno.test("executor job: the kernel gets a data-in buffer with slack past any allocation length (13.1)", () => {
+  const sab = new SharedArrayBuffer(Slot.BYTES);
+  const words = new Int32Array(sab, 0, 16);
+  const bytes = new Uint8Array(sab);
+  words[Slot.KIND] = SlotKind.SGIO;
+  words[Slot.DIRECTION] = 1;
+  words[Slot.CDB_LEN] = 10;
+  words[Slot.LENGTH] = 24; // READ FULL STATUS with allocation length 24
+  words[Slot.TIMEOUT] = 1000;
+  let dxferLen = 0;
+  runJob(words, bytes, {
+    // LIO's READ FULL STATUS: 24 bytes reported, 56 written (past the allocation length)
+    sgIo: (_fd, req) => {
+      dxferLen = req.data.length;
+      req.data.fill(0x5a, 0, 56);
+      return {
+        kind: "done",
+        status: 0,
+        hostStatus: 0,
+        driverStatus: 0,
+        sense: new Uint8Array(96),
+        senseLen: 0,
+        resid: req.data.length - 24,
+        durationMs: 0,
+      };
+    },
+    prIoctl: () => ({ kind: "errno", errno: Errno.ENOTTY }),
+  });
+  // the buffer is never a small block that an overrun would leave: 8192 + slack
+  assert.equal(dxferLen, DATA_IN_BUFFER_LEN);
+  assert.ok(DATA_IN_BUFFER_LEN >= 8192 + 4096);
+  // the residual is reported against the allocation length; only 24 bytes come back
+  assert.equal(words[Slot.RESID], 0);
+  assert.deepEqual(bytes.slice(Slot.DATA_AT, Slot.DATA_AT + 24), new Uint8Array(24).fill(0x5a));
+  assert.equal(bytes[Slot.DATA_AT + 24], 0, "nothing past the allocation length reaches the slot");
 });

@@ -142,4 +142,6 @@ Deno.test("fuzz: 100,000 hostile cases against the daemon keep every invariant",
   );
   assert.equal(s.cases, cases);
   assert.ok(s.requestsAnswered > cases / 3, `only ${s.requestsAnswered} replies`);
+  // issue 13: the daemon under fuzz runs with glibc's heap checking
+  assert.ok(report.mallocChecked, "the fuzzed daemon did not load libc_malloc_debug.so.0");
 });

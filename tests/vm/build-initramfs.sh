@@ -128,7 +128,9 @@ else
   # libc and libselinux are also what the daemon dlopen()s through Deno FFI
   # (deno.json "permissions.daemon.ffi" names their /usr/lib paths).
   copy_libs "$DENO"
-  for l in libc.so.6 libselinux.so.1; do
+  # libc_malloc_debug.so.0: glibc's heap checking (LD_PRELOAD beside
+  # GLIBC_TUNABLES=glibc.malloc.check=3) for the soak test's daemon.
+  for l in libc.so.6 libselinux.so.1 libc_malloc_debug.so.0; do
     f=/usr/lib/x86_64-linux-gnu/$l
     [ -e "$S$f" ] || install -D -m755 "$(readlink -f "$f")" "$S$f"
   done

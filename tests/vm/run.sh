@@ -49,6 +49,27 @@ ensure_host_tools || cannot_run "host tools missing and cannot be installed"
 
 T0=$(date +%s)
 "$HERE/prepare.sh"
+# The guest runs prhelperd as shipped: the .deb's launcher, unpacked into
+# build/vm-pkg (guest: /prj/build/vm-pkg). The package is rebuilt when a source
+# it is made from is newer than it.
+unpack_package() {
+  local deb pkg=$PROJ/build/vm-pkg
+  deb=$(ls -t "$PROJ"/dist/prhelperd_*.deb 2>/dev/null | head -1 || true)
+  # the unpacked tree's stamp is newer than every source it was built from
+  if [ -n "$deb" ] && [ -f "$pkg/.stamp" ] && [ -z "$(find "$PROJ/main.ts" "$PROJ/mod.ts" \
+      "$PROJ/deno.json" "$PROJ/src" "$PROJ/ffi" "$PROJ/tools/build_deb.ts" \
+      "$PROJ/tools/runtime_flags.ts" "$PROJ/packaging" -newer "$pkg/.stamp" -type f | head -1)" ]; then
+    echo "run.sh: guest runs the unpacked package in build/vm-pkg (up to date)"
+    return 0
+  fi
+  echo "run.sh: building the package (deno task deb)"
+  (cd "$PROJ" && ./tools/deno task deb > "$WORK/deb-build.log" 2>&1) || { tail -20 "$WORK/deb-build.log"; return 1; }
+  deb=$(ls -t "$PROJ"/dist/prhelperd_*.deb | head -1)
+  rm -rf "$pkg"; mkdir -p "$pkg"
+  dpkg-deb -x "$deb" "$pkg" && touch "$pkg/.stamp"
+  echo "run.sh: guest runs $(basename "$deb"), unpacked in build/vm-pkg"
+}
+unpack_package || cannot_run "cannot build or unpack the Debian package"
 if [ ${#NESTED[@]} -gt 0 ]; then "$HERE/build-initramfs.sh" --nested; else "$HERE/build-initramfs.sh"; fi
 T1=$(date +%s)
 

@@ -8,7 +8,7 @@ say "One LIO LUN, seen on two paths (two I_T nexuses)"
 lio_ensure > /run/lio.out 2>&1 || { cat /run/lio.out; exit 1; }
 grep 'path' /run/lio.out
 say "Start prhelperd: deno run -P=daemon main.ts -k /run/prhelperd.sock"
-PRD_MODE=daemon prd_start /run/prhelperd.sock || exit 1
+prd_start /run/prhelperd.sock || exit 1
 say "A client (mod.ts's PrHelperClient, talking like QEMU) registers key 0x5151 on path 1 ($A) and reserves Write Exclusive, through prhelperd"
 deno_run -A $RIG/driver/smoke.ts /run/prhelperd.sock $A 0x5151 || exit 1
 say "sg_persist on path 2 ($B), directly to the device, sees:"

@@ -146,19 +146,33 @@ deno_run() { _deno_lock; "$DENO" run $DENO_FLAGS "$@"; }
 
 # have_prhelperd: true once the daemon and its client library exist
 have_prhelperd() { [ -f $PRJ/main.ts ] && [ -f $PRJ/mod.ts ] && grep -q PrHelperClient $PRJ/mod.ts; }
-# prd_start SOCK [ARGS...]: start prhelperd on SOCK (PRD_PID).  PRD_MODE=A
-# runs it with -A instead of its -P=daemon permission set.
+# PKG: the .deb as CI built it, unpacked by tests/vm/run.sh on the host
+# (dpkg-deb -x dist/prhelperd_*.deb build/vm-pkg). Its /usr/bin/prhelperd is
+# the launcher users run: the packaged Deno runtime, the bundle, the
+# permission set and the V8 flags, nothing the tests add.
+PKG=${PKG:-$PRJ/build/vm-pkg}
+PRD=$PKG/usr/bin/prhelperd
+have_pkg() { [ -x $PRD ] && [ -x $PKG/usr/lib/prhelperd/deno ]; }
+# prd_start SOCK [ARGS...]: start prhelperd on SOCK (PRD_PID), exactly as
+# shipped: the package's launcher, no test-only flags. PRD_ENV (optional)
+# is put in front of it by env(1), e.g. glibc's malloc checking.
+# PRD_MODE=source runs main.ts from the tree with -P=daemon instead (only for
+# the tools test, which exercises the tree's CLI).
 prd_start() {
-  local sock=${1:-/run/prhelperd.sock} n=0 perm
+  local sock=${1:-/run/prhelperd.sock} n=0
   shift || true
   rm -f $sock
-  case ${PRD_MODE:-daemon} in A) perm=-A ;; *) perm=-P=daemon ;; esac
-  _deno_lock
-  (cd $PRJ && exec "$DENO" run $DENO_FLAGS $perm main.ts -k $sock "$@") \
-    > /run/prhelperd.log 2>&1 &
+  if [ "${PRD_MODE:-pkg}" = source ]; then
+    _deno_lock
+    (cd $PRJ && exec env ${PRD_ENV:-} "$DENO" run $DENO_FLAGS -P=daemon main.ts -k $sock "$@") \
+      > /run/prhelperd.log 2>&1 &
+  else
+    have_pkg || { echo "no unpacked package at $PKG (tests/vm/run.sh unpacks dist/*.deb)"; return 1; }
+    env ${PRD_ENV:-} $PRD -k $sock "$@" > /run/prhelperd.log 2>&1 &
+  fi
   PRD_PID=$!
   while [ ! -S $sock ] && [ $n -lt 600 ] && kill -0 $PRD_PID 2>/dev/null; do sleep 0.1; n=$((n+1)); done
-  [ -S $sock ] || { echo "prhelperd did not come up (mode ${PRD_MODE:-daemon})"; cat /run/prhelperd.log; return 1; }
-  echo "prhelperd up on $sock after $((n/10)).$((n%10))s (pid $PRD_PID)"
+  [ -S $sock ] || { echo "prhelperd did not come up (mode ${PRD_MODE:-pkg})"; cat /run/prhelperd.log; return 1; }
+  echo "prhelperd up on $sock after $((n/10)).$((n%10))s (pid $PRD_PID, ${PRD_MODE:-pkg})"
 }
 prd_stop() { [ -n "${PRD_PID:-}" ] && kill $PRD_PID 2>/dev/null; wait $PRD_PID 2>/dev/null; PRD_PID=; }

@@ -8,7 +8,7 @@ have_deno || { echo "no deno"; exit 1; }
 lio_reset || exit 1
 SOCK=/run/prhelperd.sock
 t0=$(up)
-PRD_MODE=daemon prd_start $SOCK -v || exit 1
+prd_start $SOCK -v || exit 1
 echo "TIMING prhelperd start (-P=daemon) until the socket exists: $(elapsed $t0)s"
 expect 0 rigtool prh-hello $SOCK;                   expect_out 'greeting: 00 00 00 00'
 echo "--- rigtool through prhelperd"

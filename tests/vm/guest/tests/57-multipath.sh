@@ -42,7 +42,7 @@ expect 0 dmsetup status mpatha
 expect 0 cat /sys/dev/block/$(dmsetup info -c --noheadings -o major,minor mpatha)/dm/uuid
 expect_out "^mpath-$WWID"
 
-PRD_MODE=daemon prd_start $SOCK -v || exit 1
+prd_start $SOCK -v || exit 1
 D="deno_run -A $RIG/driver/mpath.ts $SOCK"
 
 echo "--- REGISTER 0x1111 and RESERVE Write Exclusive - All Registrants through prhelperd on $M"

@@ -9,7 +9,7 @@ have_prhelperd || skip "prhelperd not in the tree"
 have_deno || { echo "no deno"; exit 1; }
 lio_reset || exit 1
 SOCK=/run/prhelperd.sock
-PRD_MODE=daemon prd_start $SOCK -v || exit 1
+prd_start $SOCK -v || exit 1
 rm -f /run/lr.fifo; mkfifo /run/lr.fifo
 deno_run -A $RIG/driver/lun_removal.ts $SOCK $A $B /run/lr.fifo > /run/lr.out 2>&1 &
 DRV=$!

@@ -12,7 +12,7 @@ export A B SGA SGB
 dd if=/dev/zero of=/tmp/blk bs=512 count=1 2>/dev/null
 sh $RIG/seq/gen-matrix.sh > /run/matrix.seq
 mkdir -p /run/tr
-PRD_MODE=${PRD_MODE:-A} prd_start /run/prhelperd.sock || exit 1
+prd_start /run/prhelperd.sock || exit 1
 t0=$(up)
 deno_run -A $RIG/driver/seq.ts /run/prhelperd.sock /run/matrix.seq /run/tr/prd-client.tr; rc=$?
 echo "TIMING matrix through prhelperd (deno client, incl. deno start): $(elapsed $t0)s"

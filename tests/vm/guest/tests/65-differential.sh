@@ -22,7 +22,7 @@ rigtool prh-seq /run/prh.sock /run/matrix.seq /run/tr/d-qprh-rigtool.tr > /run/d
 echo "run 1 (rigtool -> qemu-pr-helper): $(tail -1 /run/d1.log)"
 prh_stop
 lio_reset || exit 1
-PRD_MODE=${PRD_MODE:-A} prd_start /run/prhelperd.sock || exit 1
+prd_start /run/prhelperd.sock || exit 1
 rigtool prh-seq /run/prhelperd.sock /run/matrix.seq /run/tr/d-prd-rigtool.tr > /run/d2.log 2>&1
 echo "run 2 (rigtool -> prhelperd): $(tail -1 /run/d2.log)"
 lio_reset || exit 1

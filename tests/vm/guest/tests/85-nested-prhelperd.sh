@@ -6,7 +6,7 @@
 have_nested || skip "nested qemu not in the image (run with --nested)"
 have_prhelperd || skip "prhelperd not in the tree yet"
 lio_reset || exit 1
-PRD_MODE=${PRD_MODE:-daemon} prd_start /run/prhelperd-nested.sock || exit 1
+prd_start /run/prhelperd-nested.sock || exit 1
 nested_qmp /run/prhelperd-nested.sock
 nested_pr /run/prhelperd-nested.sock
 check 'kill -0 $PRD_PID' "daemon still running"

@@ -1,0 +1,142 @@
+/**
+ * What an SG_IO Worker does with one posted job (src/executor.ts has the slot
+ * layout): read the job from the slot, run the ioctl, write the outcome back.
+ * Synchronous; the Worker entry (src/sgio_worker.ts) calls it for each job.
+ * The ioctls come in as `deps`, so tests can run a job without a device.
+ *
+ * @module
+ */
+
+import { SysError } from "../ffi/errno.ts";
+import { closeFd, fstatFd, O_NONBLOCK, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { prIoctl } from "../ffi/pr_ioctl.ts";
+import { sgIo } from "../ffi/sgio.ts";
+import { Slot, SlotKind, SlotResult } from "./executor.ts";
+
+const ENODEV = 19;
+
+/** The ioctls a job runs (the real ones by default). */
+export interface JobDeps {
+  sgIo: typeof sgIo;
+  prIoctl: typeof prIoctl;
+}
+
+const REAL: JobDeps = { sgIo, prIoctl };
+
+/** Kind 1: open the device node named in the slot, check its number; fd or -errno. */
+function openPathTarget(words: Int32Array, bytes: Uint8Array): number {
+  const raw = bytes.subarray(Slot.PATH_AT, Slot.PATH_AT + Slot.PATH_LEN);
+  const end = raw.indexOf(0);
+  const name = new TextDecoder().decode(raw.subarray(0, end < 0 ? raw.length : end));
+  let fd: number;
+  try {
+    fd = openPath(name, O_RDONLY | O_NONBLOCK);
+  } catch (e) {
+    return e instanceof SysError ? -e.errno : -ENODEV;
+  }
+  try {
+    const st = fstatFd(fd);
+    if (st.kind !== "block" || ((st.rdevMajor << 20) | st.rdevMinor) !== words[Slot.AUX]) {
+      closeFd(fd);
+      return -ENODEV;
+    }
+  } catch {
+    closeFd(fd);
+    return -ENODEV;
+  }
+  return fd;
+}
+
+/**
+ * Size of every data-in buffer handed to the kernel, whatever the allocation
+ * length: the protocol's 8192 bytes plus 4096 bytes of slack.
+ *
+ * Why (issue 13, the heap corruption on LIO): the block layer maps a user
+ * buffer straight into the command's scatterlist when its address and length
+ * are 4-byte aligned (SCSI's DMA alignment), so the target writes into the
+ * daemon's own heap pages. Debian 12's LIO (target_core_pr.c, READ FULL
+ * STATUS) checks the room for a descriptor against the TransportID length
+ * only, not the 8-byte header and the 24 fixed bytes of the descriptor, and
+ * writes up to 32 bytes past the allocation length. With a buffer exactly as
+ * long as a small allocation length (24, 28, ...: a fast-bin malloc block),
+ * those bytes overwrote the next block's header, and glibc aborted at a later
+ * free() ("free(): invalid next size (fast)", "corrupted size vs. prev_size").
+ * qemu-pr-helper never met it: it always passes its whole 8192-byte buffer.
+ * A target still only sends what the CDB's allocation length allows, so the
+ * reply is unchanged; a target that overruns it lands in this buffer's slack.
+ */
+export const DATA_IN_BUFFER_LEN = 8192 + 4096;
+
+/**
+ * SG_IO on `fd` with the slot's CDB and data; the outcome goes into the slot.
+ * A data-in buffer is {@linkcode DATA_IN_BUFFER_LEN} long and starts zeroed
+ * for every job (issue 14.9): the slot's data area still holds the previous
+ * job's bytes (another client's), and a target that under-reports its
+ * residual count would otherwise hand them on. The residual count written
+ * back is relative to the slot's transfer length (the allocation length).
+ */
+function runSgIo(fd: number, words: Int32Array, bytes: Uint8Array, deps: JobDeps): void {
+  const dir = words[Slot.DIRECTION];
+  const length = words[Slot.LENGTH];
+  const data = dir === 1
+    ? new Uint8Array(DATA_IN_BUFFER_LEN)
+    : dir === 2
+    ? bytes.slice(Slot.DATA_AT, Slot.DATA_AT + length)
+    : new Uint8Array(0);
+  const r = deps.sgIo(fd, {
+    cdb: bytes.slice(Slot.CDB_AT, Slot.CDB_AT + words[Slot.CDB_LEN]),
+    direction: dir === 1 ? "in" : dir === 2 ? "out" : "none",
+    data,
+    timeoutMs: words[Slot.TIMEOUT],
+  });
+  if (r.kind === "errno") {
+    words[Slot.RESULT] = SlotResult.ERRNO;
+    words[Slot.ERRNO] = r.errno;
+  } else {
+    words[Slot.RESULT] = SlotResult.DONE;
+    words[Slot.STATUS] = r.status;
+    words[Slot.HOST] = r.hostStatus;
+    words[Slot.DRIVER] = r.driverStatus;
+    // data in: what the target sent is data.length - resid; report the
+    // residual against the allocation length, as the caller asked for that
+    const sent = dir === 1 ? Math.max(0, data.length - Math.max(0, r.resid)) : 0;
+    words[Slot.RESID] = dir === 1 ? Math.max(0, length - sent) : r.resid;
+    words[Slot.DURATION] = r.durationMs;
+    bytes.set(r.sense, Slot.SENSE_AT);
+    if (dir === 1) bytes.set(data.subarray(0, length), Slot.DATA_AT);
+  }
+}
+
+/** Run the posted job of whatever kind; its outcome goes into the slot. */
+export function runJob(words: Int32Array, bytes: Uint8Array, deps: JobDeps = REAL): void {
+  switch (words[Slot.KIND]) {
+    case SlotKind.PR_IOCTL: {
+      const arg = bytes.slice(Slot.DATA_AT, Slot.DATA_AT + words[Slot.LENGTH]);
+      const r = deps.prIoctl(words[Slot.FD], words[Slot.AUX] >>> 0, arg);
+      if (r.kind === "errno") {
+        words[Slot.RESULT] = SlotResult.ERRNO;
+        words[Slot.ERRNO] = r.errno;
+      } else {
+        words[Slot.RESULT] = SlotResult.DONE;
+        words[Slot.AUX] = r.value;
+      }
+      return;
+    }
+    case SlotKind.PATH_SGIO: {
+      const fd = openPathTarget(words, bytes);
+      if (fd < 0) {
+        words[Slot.RESULT] = SlotResult.ERRNO;
+        words[Slot.ERRNO] = -fd;
+        return;
+      }
+      try {
+        runSgIo(fd, words, bytes, deps);
+      } finally {
+        closeFd(fd);
+      }
+      return;
+    }
+    default:
+      runSgIo(words[Slot.FD], words, bytes, deps);
+  }
+}
