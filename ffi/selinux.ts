@@ -36,8 +36,14 @@
  * query (refpolicy interface `selinux_compute_access_vector`).
  *
  * Not covered by this query: ioctl extended permissions (`allowxperm` rules on
- * the SG_IO command 0x2285) and the `fd { use }` check of the process that
- * opened the file; neither has a userspace query interface.
+ * the SG_IO command 0x2285; libselinux 3.4 has no `security_compute_xperms`
+ * and selinuxfs no query for them, so src/selinux_policy.ts computes them
+ * from the loaded policy image) and the `fd { use }` check of the process
+ * that opened the file (whose context no interface shows).
+ *
+ * Whether SELinux is on is not asked here: `is_selinux_enabled()` answers 0
+ * with a read-only selinuxfs or without /etc/selinux/config while the kernel
+ * enforces; ffi/selinuxfs.ts reads the kernel's own signs.
  *
  * @module
  */
@@ -116,7 +122,10 @@ export class Libselinux {
     this.#s = dl.symbols;
   }
 
-  /** `is_selinux_enabled() == 1` (selinuxfs mounted, i.e. SELinux on in the kernel). */
+  /**
+   * `is_selinux_enabled() == 1`: libselinux's view (a read-write selinuxfs and
+   * /etc/selinux/config). Not a test of the kernel: see ffi/selinuxfs.ts.
+   */
   isEnabled(): boolean {
     return this.#s.is_selinux_enabled() === 1;
   }

@@ -3,12 +3,16 @@
  *
  * Two policies live here:
  *
+ * - {@linkcode decideSelinuxState}: at start-up, whether the kernel runs
+ *   SELinux (decided from the kernel's own signs, never from libselinux's
+ *   `is_selinux_enabled()`) and whether the daemon can ask it.
  * - {@linkcode decideAccess}: the per-request SELinux check. Given what the
  *   I/O edge (src/selinux_access.ts) read — is SELinux on, is it enforcing,
  *   the client's and the device node's contexts, the kernel's access-vector
- *   answer for `ioctl` on `blk_file`/`chr_file` — it returns allow or deny,
- *   whether the policy would have denied (for permissive-mode logging), a
- *   reason code and the fields of an AVC-like log line.
+ *   answer for `ioctl` on `blk_file`/`chr_file` and the loaded policy's
+ *   ioctl extended permissions for SG_IO — it returns allow or deny, whether
+ *   the policy would have denied (for permissive-mode logging), a reason code
+ *   and the fields of an AVC-like log line.
  * - {@linkcode decidePeer}: the peer-credential policy applied at accept time
  *   to SO_PEERCRED {pid, uid, gid}, with {@linkcode resolvePeerPolicy} turning
  *   user and group names into ids from passwd/group text.
@@ -42,6 +46,21 @@ export type DeviceKind =
 /** A security context as read, or why it could not be read. */
 export type ContextRead = { context: string } | { error: string };
 
+/**
+ * The extended-permission part of the kernel's ioctl decision for SG_IO, from
+ * the loaded policy (src/selinux_policy.ts `decideIoctlXperm`).
+ */
+export type XpermAnswer =
+  /** No `allowxperm`/`auditallowxperm`/`dontauditxperm` rule for (source, target, class). */
+  | { kind: "no-rules" }
+  /** Such rules exist and list the command. */
+  | { kind: "allowed" }
+  /** Such rules exist and do not list the command: the kernel refuses the ioctl. */
+  | { kind: "denied"; why: string };
+
+/** The ioctl command the daemon issues for the client, as the kernel would check it (SG_IO). */
+export const CHECKED_IOCTL_COMMAND = 0x2285;
+
 /** The kernel's access-vector answer, or why it could not be obtained. */
 export type AvAnswer =
   | {
@@ -49,6 +68,12 @@ export type AvAnswer =
     allowed: boolean;
     /** `SELINUX_AVD_FLAGS_PERMISSIVE`: the source domain is permissive. */
     domainPermissive: boolean;
+    /**
+     * The ioctl extended permissions for SG_IO. The daemon's checker always
+     * sets it; absent only in what-if queries that do not read the policy
+     * (`prhelperd check --as`), where `ioctl` alone is judged.
+     */
+    xperm?: XpermAnswer;
   }
   | { error: string };
 
@@ -56,10 +81,149 @@ export type AvAnswer =
 export type SelinuxState =
   /** The check is switched off (option, no SELinux, or no libselinux and no SELinux). */
   | { kind: "off"; why: string }
-  /** SELinux is active but the daemon cannot query it (e.g. libselinux missing): fail closed. */
+  /**
+   * SELinux is active in the kernel but the daemon cannot ask it (libselinux
+   * missing, selinuxfs read-only or not mounted, the query or the policy
+   * refused): fail closed. The daemon does not start in this state (modes
+   * auto and require); every request would be refused.
+   */
   | { kind: "unusable"; why: string }
   /** SELinux is on; `enforcing` is the global mode, or an error if it could not be read. */
   | { kind: "on"; enforcing: boolean | { error: string } };
+
+/** What `statfs("/sys/fs/selinux")` showed. */
+export type SelinuxfsFact =
+  /** selinuxfs is mounted there; `readOnly`: in this mount namespace. */
+  | { kind: "mounted"; readOnly: boolean }
+  /**
+   * The path exists but holds another file system. The kernel creates this
+   * sysfs mount point only when SELinux is enabled, so SELinux is on and
+   * selinuxfs is just not mounted here (a container, an early boot).
+   */
+  | { kind: "not-mounted" }
+  /** No such path: the kernel has no SELinux (or /sys is not mounted here). */
+  | { kind: "absent" }
+  /** statfs failed otherwise (counted as active: fail closed). */
+  | { kind: "error"; error: string };
+
+/** The kernel's own signs of SELinux, as the I/O edge read them. */
+export interface KernelSelinuxFacts {
+  /** `statfs("/sys/fs/selinux")`. */
+  selinuxfs: SelinuxfsFact;
+  /** This process's context, `/proc/self/attr/current` (EINVAL without a labelling LSM). */
+  selfContext: ContextRead;
+}
+
+/**
+ * Whether `text` is shaped like an SELinux context (`user:role:type` and an
+ * optional MLS part, no white space). AppArmor's `unconfined` or
+ * `profile (enforce)` and Smack's labels are not.
+ */
+export function isSelinuxContext(text: string): boolean {
+  return /^[^:\s]+:[^:\s]+:[^:\s]+(:\S+)?$/.test(text);
+}
+
+/**
+ * Does the kernel run SELinux? Decided from the kernel's signs only:
+ * selinuxfs mounted, its mount point present, or this process labelled with
+ * an SELinux context. libselinux's `is_selinux_enabled()` is not one of them:
+ * it says 0 when selinuxfs is read-only or /etc/selinux/config is missing,
+ * while the kernel enforces all the same. `evidence` says what decided.
+ */
+export function selinuxActive(facts: KernelSelinuxFacts): { active: boolean; evidence: string } {
+  const fs = facts.selinuxfs;
+  const self = "context" in facts.selfContext && isSelinuxContext(facts.selfContext.context)
+    ? facts.selfContext.context
+    : null;
+  if (fs.kind === "mounted") {
+    return {
+      active: true,
+      evidence: `selinuxfs is mounted at /sys/fs/selinux${fs.readOnly ? " (read-only)" : ""}`,
+    };
+  }
+  if (fs.kind === "not-mounted") {
+    return { active: true, evidence: "the kernel created /sys/fs/selinux" };
+  }
+  if (fs.kind === "error") {
+    return { active: true, evidence: `statfs(/sys/fs/selinux) failed (${fs.error})` };
+  }
+  if (self !== null) return { active: true, evidence: `this process runs as ${self}` };
+  const why = "error" in facts.selfContext
+    ? `no /sys/fs/selinux, no process context (${facts.selfContext.error})`
+    : `no /sys/fs/selinux, process label "${facts.selfContext.context}" is not SELinux's`;
+  return { active: false, evidence: why };
+}
+
+/** Everything {@linkcode decideSelinuxState} needs, read once at start-up. */
+export interface SelinuxStartInputs {
+  /** The kernel's signs. */
+  kernel: KernelSelinuxFacts;
+  /** libselinux could be loaded (or a test backend was given), or why not. */
+  library: { loaded: true } | { loaded: false; error: string };
+  /**
+   * A trial access query (this process's context against itself, `blk_file`
+   * `ioctl`), made only when the library is loaded: does the kernel answer?
+   */
+  probe?: { ok: true } | { error: string };
+  /** The loaded policy image, read and parsed (for its ioctl extended permissions). */
+  policy?: { ok: true } | { error: string };
+  /** The enforcing mode, read once. */
+  enforcing?: boolean | { error: string };
+}
+
+/**
+ * The SELinux state at start-up:
+ *
+ * - the kernel shows no SELinux → "off" ("SELinux disabled (…)");
+ * - it does, and libselinux, the trial query and the policy image all work →
+ *   "on";
+ * - it does, and one of them fails → "unusable", with the reason (a
+ *   read-only selinuxfs is named as such: libselinux ignores a read-only
+ *   mount and the access query is a write to /sys/fs/selinux/access).
+ */
+export function decideSelinuxState(inputs: SelinuxStartInputs): SelinuxState {
+  const { active, evidence } = selinuxActive(inputs.kernel);
+  if (!active) return { kind: "off", why: `SELinux disabled (${evidence})` };
+  const fs = inputs.kernel.selinuxfs;
+  if (!inputs.library.loaded) {
+    return {
+      kind: "unusable",
+      why:
+        `SELinux is active (${evidence}) but libselinux cannot be loaded (${inputs.library.error})`,
+    };
+  }
+  const probe = inputs.probe ?? { error: "no access query was made" };
+  if ("error" in probe) {
+    if (fs.kind === "mounted" && fs.readOnly) {
+      return {
+        kind: "unusable",
+        why: "SELinux is active but selinuxfs is mounted read-only at /sys/fs/selinux in this " +
+          "mount namespace, so the kernel cannot be asked (an access query is a write to " +
+          `/sys/fs/selinux/access): ${probe.error}`,
+      };
+    }
+    if (fs.kind !== "mounted") {
+      return {
+        kind: "unusable",
+        why: `SELinux is active (${evidence}) but selinuxfs is not mounted at /sys/fs/selinux, ` +
+          `so the kernel cannot be asked: ${probe.error}`,
+      };
+    }
+    return {
+      kind: "unusable",
+      why: `SELinux is active but the kernel's access query fails: ${probe.error}`,
+    };
+  }
+  const policy = inputs.policy ?? { error: "the loaded policy was not read" };
+  if ("error" in policy) {
+    return {
+      kind: "unusable",
+      why: "SELinux is active but the loaded policy cannot be read, so its ioctl extended " +
+        `permissions cannot be checked: ${policy.error}`,
+    };
+  }
+  return { kind: "on", enforcing: inputs.enforcing ?? { error: "not read" } };
+}
 
 /** Everything {@linkcode decideAccess} needs for one request. */
 export interface AccessInputs {
@@ -85,6 +249,8 @@ export type AccessReason =
   | "allowed"
   /** Denied by an enforcing policy. */
   | "denied"
+  /** `ioctl` is allowed, but the policy's ioctl extended permissions do not list SG_IO: denied. */
+  | "denied-xperm"
   /** The policy denies, but SELinux is globally permissive: allowed and logged. */
   | "permissive"
   /** The policy denies, but the client's domain is permissive: allowed and logged. */
@@ -112,6 +278,8 @@ export interface AvcFields {
   tclass: string;
   /** Always `ioctl`. */
   perm: string;
+  /** `0x2285` when the policy has ioctl extended-permission rules for this check (as the kernel logs it). */
+  ioctlcmd?: string;
   /** How SELinux stood when deciding. */
   mode: "enforcing" | "permissive" | "permissive-domain";
 }
@@ -155,10 +323,16 @@ function contextOf(read: ContextRead): string {
  *    permissive mode too: an unreadable label is an anomaly, not a policy).
  * 5. Enforcing mode unreadable → deny.
  * 6. No access answer, or the query failed → deny.
- * 7. ioctl allowed → allow.
- * 8. Denied and SELinux globally permissive → allow, wouldDeny ("permissive").
+ * 7. ioctl allowed, and the ioctl extended permissions (if the policy has
+ *    any for this source, target and class) list SG_IO → allow.
+ * 8. Denied (either part) and SELinux globally permissive → allow,
+ *    wouldDeny ("permissive").
  * 9. Denied and the domain permissive → allow, wouldDeny ("permissive-domain").
- * 10. Denied → deny.
+ * 10. Denied → deny ("denied", or "denied-xperm" when only the extended
+ *    permissions refuse).
+ *
+ * Permissive mode covers extended permissions as it covers `ioctl`: the
+ * kernel's `avc_denied()` decides both.
  */
 export function decideAccess(inputs: AccessInputs): AccessDecision {
   const { selinux } = inputs;
@@ -194,12 +368,18 @@ export function decideAccess(inputs: AccessInputs): AccessDecision {
   if (av === undefined) return deny("av-query-failed", "no access decision was computed");
   if ("error" in av) return deny("av-query-failed", av.error);
 
-  if (av.allowed) {
+  const xperm = av.xperm;
+  const withCmd = xperm !== undefined && xperm.kind !== "no-rules"
+    ? { ...base, ioctlcmd: `0x${CHECKED_IOCTL_COMMAND.toString(16)}` }
+    : base;
+  const xpermDenied = xperm?.kind === "denied" ? xperm.why : undefined;
+  const detail = av.allowed ? xpermDenied : undefined;
+  if (av.allowed && xpermDenied === undefined) {
     return {
       verdict: "allow",
       wouldDeny: false,
       reason: "allowed",
-      avc: { ...base, mode: enforcing ? "enforcing" : "permissive" },
+      avc: { ...withCmd, mode: enforcing ? "enforcing" : "permissive" },
     };
   }
   if (!enforcing) {
@@ -207,7 +387,8 @@ export function decideAccess(inputs: AccessInputs): AccessDecision {
       verdict: "allow",
       wouldDeny: true,
       reason: "permissive",
-      avc: { ...base, mode: "permissive" },
+      ...(detail === undefined ? {} : { detail }),
+      avc: { ...withCmd, mode: "permissive" },
     };
   }
   if (av.domainPermissive) {
@@ -215,10 +396,17 @@ export function decideAccess(inputs: AccessInputs): AccessDecision {
       verdict: "allow",
       wouldDeny: true,
       reason: "permissive-domain",
-      avc: { ...base, mode: "permissive-domain" },
+      ...(detail === undefined ? {} : { detail }),
+      avc: { ...withCmd, mode: "permissive-domain" },
     };
   }
-  return deny("denied");
+  return {
+    verdict: "deny",
+    wouldDeny: true,
+    reason: detail === undefined ? "denied" : "denied-xperm",
+    ...(detail === undefined ? {} : { detail }),
+    avc: { ...withCmd, mode: "enforcing" },
+  };
 }
 
 // ---------------------------------------------------------------- peer credentials

@@ -6,8 +6,13 @@ import {
   ACCESS_DENIED_SENSE,
   type AccessInputs,
   decideAccess,
+  decideSelinuxState,
   type DeviceKind,
+  isSelinuxContext,
+  type KernelSelinuxFacts,
   securityClassFor,
+  selinuxActive,
+  type XpermAnswer,
 } from "../src/access_policy.ts";
 
 const SVIRT_C12 = "system_u:system_r:svirt_t:s0:c1,c2";
@@ -204,7 +209,18 @@ Deno.test("property: verdict and wouldDeny follow the decision table", () => {
     deviceKind: fc.constantFrom<DeviceKind>("block", "char", "regular", "socket"),
     av: fc.option(
       fc.oneof(
-        fc.record({ allowed: fc.boolean(), domainPermissive: fc.boolean() }),
+        fc.record({
+          allowed: fc.boolean(),
+          domainPermissive: fc.boolean(),
+          xperm: fc.option(
+            fc.constantFrom<XpermAnswer>(
+              { kind: "no-rules" },
+              { kind: "allowed" },
+              { kind: "denied", why: "not listed" },
+            ),
+            { nil: undefined },
+          ),
+        }),
         fc.constant({ error: "EINVAL" }),
       ),
       { nil: undefined },
@@ -240,11 +256,154 @@ Deno.test("property: verdict and wouldDeny follow the decision table", () => {
       assert.equal(d.wouldDeny, true);
       return;
     }
-    const av = x.av as { allowed: boolean; domainPermissive: boolean };
-    const policyDenies = !av.allowed;
+    const av = x.av as { allowed: boolean; domainPermissive: boolean; xperm?: XpermAnswer };
+    // 14.6: the extended permissions are part of the kernel's answer
+    const policyDenies = !av.allowed || av.xperm?.kind === "denied";
     const enforced = x.state === "enforcing" && !av.domainPermissive;
     assert.equal(d.verdict, policyDenies && enforced ? "deny" : "allow");
     assert.equal(d.wouldDeny, policyDenies);
     assert.ok(d.avc);
   }));
+});
+
+// ---------------------------------------------------------------- 14.6 (xperms)
+
+Deno.test("14.6: ioctl allowed, SG_IO not in the allowxperm rules: denied-xperm, with ioctlcmd", () => {
+  const d = decideAccess(inputs({
+    file: { context: IMG_C12 },
+    av: { allowed: true, domainPermissive: false, xperm: { kind: "denied", why: "not listed" } },
+  }));
+  assert.equal(d.verdict, "deny");
+  assert.equal(d.reason, "denied-xperm");
+  assert.equal(d.detail, "not listed");
+  assert.equal(d.avc?.ioctlcmd, "0x2285");
+});
+
+Deno.test("14.6: xperm rules that list SG_IO, or none: ioctl alone decides", () => {
+  for (const xperm of [{ kind: "allowed" as const }, { kind: "no-rules" as const }]) {
+    const ok = decideAccess(inputs({ av: { allowed: true, domainPermissive: false, xperm } }));
+    assert.equal(ok.verdict, "allow");
+    assert.equal(ok.avc?.ioctlcmd, xperm.kind === "allowed" ? "0x2285" : undefined);
+    const no = decideAccess(inputs({ av: { allowed: false, domainPermissive: false, xperm } }));
+    assert.equal(no.reason, "denied");
+  }
+});
+
+Deno.test("14.6: permissive (global or domain) covers an xperm denial as it covers ioctl", () => {
+  const xperm = { kind: "denied" as const, why: "not listed" };
+  const g = decideAccess(inputs({
+    selinux: { kind: "on", enforcing: false },
+    av: { allowed: true, domainPermissive: false, xperm },
+  }));
+  assert.deepEqual([g.verdict, g.wouldDeny, g.reason, g.detail], [
+    "allow",
+    true,
+    "permissive",
+    "not listed",
+  ]);
+  const dom = decideAccess(inputs({ av: { allowed: true, domainPermissive: true, xperm } }));
+  assert.deepEqual([dom.verdict, dom.reason], ["allow", "permissive-domain"]);
+});
+
+// ---------------------------------------------------------------- 14.1 (is SELinux active?)
+
+const CTX = { context: "system_u:system_r:kernel_t:s0" };
+const NOCTX = { error: "read(3) failed: EINVAL" };
+const facts = (over: Partial<KernelSelinuxFacts>): KernelSelinuxFacts => ({
+  selinuxfs: { kind: "absent" },
+  selfContext: NOCTX,
+  ...over,
+});
+
+Deno.test("14.1: SELinux contexts are told from AppArmor and Smack labels", () => {
+  for (
+    const c of [
+      "system_u:system_r:svirt_t:s0:c1,c2",
+      "system_u:system_r:kernel_t:s0-s0:c0.c1023",
+      "u:r:t",
+    ]
+  ) assert.ok(isSelinuxContext(c), c);
+  for (
+    const c of ["unconfined", "/usr/sbin/libvirtd (enforce)", ":ns:prof (complain)", "_", "a:b", ""]
+  ) assert.ok(!isSelinuxContext(c), c);
+});
+
+Deno.test("14.1: active is decided from the kernel's signs, each one enough", () => {
+  assert.equal(selinuxActive(facts({})).active, false);
+  assert.equal(selinuxActive(facts({ selfContext: { context: "unconfined" } })).active, false);
+  assert.equal(
+    selinuxActive(facts({ selinuxfs: { kind: "mounted", readOnly: true } })).active,
+    true,
+  );
+  assert.equal(
+    selinuxActive(facts({ selinuxfs: { kind: "mounted", readOnly: false } })).active,
+    true,
+  );
+  assert.equal(selinuxActive(facts({ selinuxfs: { kind: "not-mounted" } })).active, true);
+  assert.equal(
+    selinuxActive(facts({ selinuxfs: { kind: "error", error: "EACCES" } })).active,
+    true,
+  );
+  assert.deepEqual(selinuxActive(facts({ selfContext: CTX })), {
+    active: true,
+    evidence: "this process runs as system_u:system_r:kernel_t:s0",
+  });
+});
+
+Deno.test("14.1: start-up state: off only without SELinux; every failure while active is unusable", () => {
+  const ok = { ok: true } as const;
+  const rw = facts({ selinuxfs: { kind: "mounted", readOnly: false }, selfContext: CTX });
+  const ro = facts({ selinuxfs: { kind: "mounted", readOnly: true }, selfContext: CTX });
+  assert.deepEqual(decideSelinuxState({ kernel: facts({}), library: { loaded: true } }), {
+    kind: "off",
+    why: "SELinux disabled (no /sys/fs/selinux, no process context (read(3) failed: EINVAL))",
+  });
+  assert.deepEqual(
+    decideSelinuxState({
+      kernel: rw,
+      library: { loaded: true },
+      probe: ok,
+      policy: ok,
+      enforcing: true,
+    }),
+    { kind: "on", enforcing: true },
+  );
+  const why = (s: ReturnType<typeof decideSelinuxState>) => {
+    assert.equal(s.kind, "unusable");
+    return s.kind === "unusable" ? s.why : "";
+  };
+  assert.match(
+    why(decideSelinuxState({ kernel: rw, library: { loaded: false, error: "ENOENT" } })),
+    /but libselinux cannot be loaded \(ENOENT\)/,
+  );
+  assert.match(
+    why(decideSelinuxState({ kernel: ro, library: { loaded: true }, probe: { error: "EROFS" } })),
+    /selinuxfs is mounted read-only at \/sys\/fs\/selinux in this mount namespace.*: EROFS$/,
+  );
+  assert.match(
+    why(decideSelinuxState({
+      kernel: facts({ selinuxfs: { kind: "not-mounted" } }),
+      library: { loaded: true },
+      probe: { error: "ENOENT" },
+    })),
+    /selinuxfs is not mounted at \/sys\/fs\/selinux/,
+  );
+  assert.match(
+    why(decideSelinuxState({ kernel: rw, library: { loaded: true }, probe: { error: "EACCES" } })),
+    /the kernel's access query fails: EACCES/,
+  );
+  assert.match(
+    why(decideSelinuxState({
+      kernel: rw,
+      library: { loaded: true },
+      probe: ok,
+      policy: { error: "EACCES" },
+    })),
+    /the loaded policy cannot be read, so its ioctl extended permissions cannot be checked/,
+  );
+  // a read-only selinuxfs that still answers (mounted read-write elsewhere too) is fine
+  assert.equal(
+    decideSelinuxState({ kernel: ro, library: { loaded: true }, probe: ok, policy: ok }).kind,
+    "on",
+  );
 });
