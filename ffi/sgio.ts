@@ -40,6 +40,36 @@ const SG_DXFER_FROM_DEV = -3;
 /** Size of the sense buffer handed to the kernel (as QEMU's helper). */
 export const SG_SENSE_LEN = 96;
 
+/**
+ * Size of every data-in buffer handed to the kernel, whatever the allocation
+ * length: the protocol's 8192 bytes plus 4096 bytes of slack.
+ *
+ * Why (issue 13, the heap corruption on LIO): the block layer maps a user
+ * buffer straight into the command's scatterlist when its address and length
+ * are 4-byte aligned (SCSI's DMA alignment), so the target writes into the
+ * daemon's own heap pages. Debian 12's LIO (target_core_pr.c, READ FULL
+ * STATUS) checks the room for a descriptor against the TransportID length
+ * only, not the 8-byte header and the 24 fixed bytes of the descriptor, and
+ * writes up to 32 bytes past the allocation length. With a buffer exactly as
+ * long as a small allocation length (24, 28, ...: a fast-bin malloc block),
+ * those bytes overwrote the next block's header, and glibc aborted at a later
+ * free() ("free(): invalid next size (fast)", "corrupted size vs. prev_size").
+ * qemu-pr-helper never met it: it always passes its whole 8192-byte buffer.
+ * A target still only sends what the CDB's allocation length allows, so the
+ * reply is unchanged; a target that overruns it lands in this buffer's slack.
+ */
+export const DATA_IN_BUFFER_LEN = 8192 + 4096;
+
+/**
+ * The residual count of a data-in SG_IO through a {@linkcode DATA_IN_BUFFER_LEN}
+ * buffer (`bufferLength`, the kernel's `resid`), told against the allocation
+ * length the caller asked for: what the target sent is `bufferLength - resid`.
+ */
+export function residAgainst(length: number, bufferLength: number, resid: number): number {
+  const sent = Math.max(0, bufferLength - Math.max(0, resid));
+  return Math.max(0, length - sent);
+}
+
 /** One SG_IO request. */
 export interface SgIoRequest {
   /** The CDB, exactly the bytes to send (its length is cmd_len). */

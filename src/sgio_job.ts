@@ -10,7 +10,7 @@
 import { SysError } from "../ffi/errno.ts";
 import { closeFd, fstatFd, O_NONBLOCK, O_RDONLY, openPath } from "../ffi/libc.ts";
 import { prIoctl } from "../ffi/pr_ioctl.ts";
-import { sgIo } from "../ffi/sgio.ts";
+import { DATA_IN_BUFFER_LEN, residAgainst, sgIo } from "../ffi/sgio.ts";
 import { Slot, SlotKind, SlotResult } from "./executor.ts";
 
 const ENODEV = 19;
@@ -48,26 +48,6 @@ function openPathTarget(words: Int32Array, bytes: Uint8Array): number {
 }
 
 /**
- * Size of every data-in buffer handed to the kernel, whatever the allocation
- * length: the protocol's 8192 bytes plus 4096 bytes of slack.
- *
- * Why (issue 13, the heap corruption on LIO): the block layer maps a user
- * buffer straight into the command's scatterlist when its address and length
- * are 4-byte aligned (SCSI's DMA alignment), so the target writes into the
- * daemon's own heap pages. Debian 12's LIO (target_core_pr.c, READ FULL
- * STATUS) checks the room for a descriptor against the TransportID length
- * only, not the 8-byte header and the 24 fixed bytes of the descriptor, and
- * writes up to 32 bytes past the allocation length. With a buffer exactly as
- * long as a small allocation length (24, 28, ...: a fast-bin malloc block),
- * those bytes overwrote the next block's header, and glibc aborted at a later
- * free() ("free(): invalid next size (fast)", "corrupted size vs. prev_size").
- * qemu-pr-helper never met it: it always passes its whole 8192-byte buffer.
- * A target still only sends what the CDB's allocation length allows, so the
- * reply is unchanged; a target that overruns it lands in this buffer's slack.
- */
-export const DATA_IN_BUFFER_LEN = 8192 + 4096;
-
-/**
  * SG_IO on `fd` with the slot's CDB and data; the outcome goes into the slot.
  * A data-in buffer is {@linkcode DATA_IN_BUFFER_LEN} long and starts zeroed
  * for every job (issue 14.9): the slot's data area still holds the previous
@@ -97,10 +77,7 @@ function runSgIo(fd: number, words: Int32Array, bytes: Uint8Array, deps: JobDeps
     words[Slot.STATUS] = r.status;
     words[Slot.HOST] = r.hostStatus;
     words[Slot.DRIVER] = r.driverStatus;
-    // data in: what the target sent is data.length - resid; report the
-    // residual against the allocation length, as the caller asked for that
-    const sent = dir === 1 ? Math.max(0, data.length - Math.max(0, r.resid)) : 0;
-    words[Slot.RESID] = dir === 1 ? Math.max(0, length - sent) : r.resid;
+    words[Slot.RESID] = dir === 1 ? residAgainst(length, data.length, r.resid) : r.resid;
     words[Slot.DURATION] = r.durationMs;
     bytes.set(r.sense, Slot.SENSE_AT);
     if (dir === 1) bytes.set(data.subarray(0, length), Slot.DATA_AT);

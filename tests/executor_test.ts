@@ -4,7 +4,8 @@ import assert from "node:assert/strict";
 import { Errno } from "../ffi/errno.ts";
 import { closeFd, O_RDWR, openPath } from "../ffi/libc.ts";
 import { SgIoExecutor, Slot, SlotKind, SlotResult } from "../src/executor.ts";
-import { DATA_IN_BUFFER_LEN, runJob } from "../src/sgio_job.ts";
+import { runJob } from "../src/sgio_job.ts";
+import { DATA_IN_BUFFER_LEN, type SgIoResult } from "../ffi/sgio.ts";
 import { prInCdb } from "../src/cdb.ts";
 import { formatSense, mapSgIoOutcome, parseSense } from "../src/sense.ts";
 
@@ -93,6 +94,20 @@ Deno.test("executor: a Worker that fails is an error for its job, never a hang o
   }
 });
 
+/** What a target that transferred `sent` of `dxferLen` bytes reports. */
+function goodResult(dxferLen: number, sent: number): SgIoResult {
+  return {
+    kind: "done",
+    status: 0,
+    hostStatus: 0,
+    driverStatus: 0,
+    sense: new Uint8Array(96),
+    senseLen: 0,
+    resid: dxferLen - sent,
+    durationMs: 0,
+  };
+}
+
 Deno.test("executor job: a data-in buffer starts zeroed, never with the last job's bytes (14.9)", () => {
   const sab = new SharedArrayBuffer(Slot.BYTES);
   const words = new Int32Array(sab, 0, 16);
@@ -110,16 +125,7 @@ Deno.test("executor job: a data-in buffer starts zeroed, never with the last job
     // a target that transfers nothing and reports no residual
     sgIo: (_fd, req) => {
       seen = req.data.slice();
-      return {
-        kind: "done",
-        status: 0,
-        hostStatus: 0,
-        driverStatus: 0,
-        sense: new Uint8Array(96),
-        senseLen: 0,
-        resid: 0,
-        durationMs: 0,
-      };
+      return goodResult(req.data.length, req.data.length); // claims a full transfer
     },
     prIoctl: () => ({ kind: "errno", errno: Errno.ENOTTY }),
   });
@@ -143,16 +149,7 @@ Deno.test("executor job: the kernel gets a data-in buffer with slack past any al
     sgIo: (_fd, req) => {
       dxferLen = req.data.length;
       req.data.fill(0x5a, 0, 56);
-      return {
-        kind: "done",
-        status: 0,
-        hostStatus: 0,
-        driverStatus: 0,
-        sense: new Uint8Array(96),
-        senseLen: 0,
-        resid: req.data.length - 24,
-        durationMs: 0,
-      };
+      return goodResult(req.data.length, 24);
     },
     prIoctl: () => ({ kind: "errno", errno: Errno.ENOTTY }),
   });

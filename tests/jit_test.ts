@@ -12,7 +12,16 @@
 import assert from "node:assert/strict";
 import { jitStatus } from "../src/jit.ts";
 import { DAEMON_V8_FLAGS, v8FlagsArgument } from "../tools/runtime_flags.ts";
-import { DENO, exists, MAIN, REPO, Subprocess, TempDir, waitFor } from "./helpers/daemon.ts";
+import {
+  DENO,
+  exists,
+  MAIN,
+  REPO,
+  Subprocess,
+  TempDir,
+  unpackPackage,
+  waitFor,
+} from "./helpers/daemon.ts";
 import { connectGreeted, roundTrip, wireCdb } from "./helpers/protocol.ts";
 import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
 
@@ -126,15 +135,10 @@ Deno.test({
   fn: async () => {
     using dir = new TempDir();
     const mdwe = buildMdwe(dir);
-    const deb = [...Deno.readDirSync(`${REPO}/dist`)].map((e) => e.name)
-      .find((n) => n.endsWith(".deb"));
-    assert.ok(deb, "dist/ has no .deb (deno task deb)");
-    const out = new Deno.Command("dpkg-deb", {
-      args: ["-x", `${REPO}/dist/${deb}`, dir.join("root")],
-    }).outputSync();
-    assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    const root = unpackPackage(dir);
+    assert.ok(root, "dist/ has no .deb that dpkg-deb unpacks (deno task deb)");
     await assertServes(
-      [mdwe, dir.join("root/usr/bin/prhelperd"), "-k", dir.join("p.sock")],
+      [mdwe, `${root}/usr/bin/prhelperd`, "-k", dir.join("p.sock")],
       dir.join("p.sock"),
       dir,
       "package",

@@ -34,7 +34,7 @@ import {
   statPath,
 } from "../../ffi/libc.ts";
 import { SysError } from "../../ffi/errno.ts";
-import { sgIo } from "../../ffi/sgio.ts";
+import { DATA_IN_BUFFER_LEN, residAgainst, sgIo } from "../../ffi/sgio.ts";
 import { groupByName, userById, userByName } from "../../ffi/privileges.ts";
 import {
   type Libselinux,
@@ -713,12 +713,13 @@ function probeCapabilities(
   const ask = (sa: number): { status: number; sense: Uint8Array; data: Uint8Array } => {
     const cdb = prInCdb(sa, 8192);
     if (client !== null) return client.request(cdb, fd);
-    const data = new Uint8Array(8192);
+    // the daemon's data-in buffer: slack past the allocation length (ffi/sgio.ts)
+    const data = new Uint8Array(DATA_IN_BUFFER_LEN);
     const r = sgIo(fd, { cdb: cdb.subarray(0, 10), direction: "in", data, timeoutMs });
     if (r.kind === "errno") {
       throw new SysError("ioctl", r.errno, "SG_IO");
     }
-    const m = mapSgIoOutcome({ ...r }, data.length);
+    const m = mapSgIoOutcome({ ...r, resid: residAgainst(8192, data.length, r.resid) }, 8192);
     return { status: m.status, sense: m.sense, data: data.subarray(0, m.dataLength) };
   };
   try {

@@ -331,3 +331,21 @@ export async function runDaemonToExit(
   const status = await proc.wait(options.timeoutMs ?? 60_000);
   return { code: status.code, output: proc.output() };
 }
+
+/**
+ * Unpack the built package (dist/*.deb, from `deno task deb`) under `dir`
+ * with dpkg-deb -x; the root of the unpacked tree, or null if none is built.
+ */
+export function unpackPackage(dir: TempDir): string | null {
+  let deb: string | undefined;
+  try {
+    deb = [...Deno.readDirSync(`${REPO}/dist`)].map((e) => e.name).find((n) => n.endsWith(".deb"));
+  } catch {
+    return null;
+  }
+  if (deb === undefined) return null;
+  const out = new Deno.Command("dpkg-deb", {
+    args: ["-x", `${REPO}/dist/${deb}`, dir.join("root")],
+  }).outputSync();
+  return out.success ? dir.join("root") : null;
+}
