@@ -4,6 +4,9 @@
  * @module
  */
 
+// First, and only for its effect: SIGUSR1 ignored and blocked before any other
+// module is evaluated (static imports run in order; see src/ignore_sigusr1.ts).
+import "./src/ignore_sigusr1.ts";
 import { parseArgs } from "./src/cli.ts";
 import { runDaemon } from "./src/daemon.ts";
 import { StartupError } from "./src/listener.ts";

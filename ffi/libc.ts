@@ -58,6 +58,8 @@ const symbols = {
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   // int stat(const char *path, struct stat *st)
   stat: { parameters: ["buffer", "buffer"], result: "i32" },
+  // int statx(int dirfd, const char *path, int flags, unsigned int mask, struct statx *buf)
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
   // int ioctl(int fd, unsigned long req, void *arg)
   ioctl: { parameters: ["i32", "u64", "buffer"], result: "i32" },
   // int poll(struct pollfd *fds, nfds_t n, int timeout)
@@ -97,6 +99,8 @@ const symbols = {
   setrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   // int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
   sigaction: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  // int pthread_sigmask(int how, const sigset_t *set, sigset_t *old)
+  pthread_sigmask: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   // int *__errno_location(void), as an address
   __errno_location: { parameters: [], result: "usize" },
   // void *memcpy(void *dst, const void *src, size_t n): address of a JS buffer (n = 0)
@@ -253,6 +257,8 @@ export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
 export const O_NOFOLLOW = 0o400000;
 export const O_DIRECTORY = 0o200000;
+/** An fd that only names a file (no I/O, no ioctl): `open(2)` O_PATH, also reported by F_GETFL. */
+export const O_PATH = 0o10000000;
 const LOCK_EX = 2;
 const LOCK_NB = 4;
 
@@ -708,6 +714,8 @@ export interface FileStat {
   /** st_dev and st_ino, to recognise the same file. */
   dev: bigint;
   ino: bigint;
+  /** st_nlink: number of hard links. */
+  nlink: number;
   uid: number;
   gid: number;
   size: bigint;
@@ -740,6 +748,7 @@ function decodeStat(buf: DataView): FileStat {
   const dev = buf.getBigUint64(0, true);
   const ino = buf.getBigUint64(8, true);
   const mode = x86 ? buf.getUint32(24, true) : buf.getUint32(16, true);
+  const nlink = x86 ? Number(buf.getBigUint64(16, true)) : buf.getUint32(20, true);
   const uid = x86 ? buf.getUint32(28, true) : buf.getUint32(24, true);
   const gid = x86 ? buf.getUint32(32, true) : buf.getUint32(28, true);
   const rdev = buf.getBigUint64(x86 ? 40 : 32, true);
@@ -754,6 +763,7 @@ function decodeStat(buf: DataView): FileStat {
     rdevMinor: minor,
     dev,
     ino,
+    nlink,
     uid,
     gid,
     size: BigInt.asUintN(64, size),
@@ -765,6 +775,57 @@ export function fstatFd(fd: number): FileStat {
   const buf = new Uint8Array(256);
   check("fstat", libc.fstat(fd, buf), String(fd));
   return decodeStat(new DataView(buf.buffer));
+}
+
+const AT_EMPTY_PATH = 0x1000;
+const AT_STATX_DONT_SYNC = 0x4000;
+const STATX_TYPE = 0x1;
+const STATX_INO = 0x100;
+const STATX_SIZE = 256; // sizeof(struct statx), <linux/stat.h>
+
+/**
+ * statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO):
+ * what the kernel already knows about an open file, without asking the file
+ * system behind it. A FUSE or network file system is not consulted (a plain
+ * fstat(2) sends FUSE a GETATTR and waits for the answer, for ever if its
+ * server never answers). Only the type, inode and device numbers are asked
+ * for; the other fields are whatever the kernel has cached and may be stale.
+ * Works on O_PATH fds.
+ */
+export function statxFd(fd: number): FileStat {
+  const buf = new Uint8Array(STATX_SIZE);
+  check(
+    "statx",
+    libc.statx(fd, cString(""), AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, buf),
+    String(fd),
+  );
+  // struct statx (<linux/stat.h>, the same on every architecture):
+  // stx_nlink at 0x10, stx_uid 0x14, stx_gid 0x18, stx_mode (u16) 0x1c, stx_ino 0x20,
+  // stx_size 0x28, stx_rdev_major/minor 0x80/0x84, stx_dev_major/minor 0x88/0x8c
+  const v = new DataView(buf.buffer);
+  const mode = v.getUint16(0x1c, true);
+  const devMajor = v.getUint32(0x88, true);
+  const devMinor = v.getUint32(0x8c, true);
+  return {
+    kind: kindOf(mode),
+    mode,
+    rdevMajor: v.getUint32(0x80, true),
+    rdevMinor: v.getUint32(0x84, true),
+    dev: makeDev(devMajor, devMinor),
+    ino: v.getBigUint64(0x20, true),
+    uid: v.getUint32(0x14, true),
+    gid: v.getUint32(0x18, true),
+    size: v.getBigUint64(0x28, true),
+    nlink: v.getUint32(0x10, true),
+  };
+}
+
+/** glibc's gnu_dev_makedev: the st_dev encoding fstat(2) returns. */
+function makeDev(major: number, minor: number): bigint {
+  const ma = BigInt(major >>> 0);
+  const mi = BigInt(minor >>> 0);
+  return ((ma & 0xfffff000n) << 32n) | ((ma & 0xfffn) << 8n) | ((mi & 0xffffff00n) << 12n) |
+    (mi & 0xffn);
 }
 
 /** stat(2); null if the path does not exist. */
@@ -894,6 +955,27 @@ export function ensureSignalIgnored(signo: number): boolean {
   new DataView(act.buffer).setBigUint64(0, SIG_IGN, true);
   check("sigaction", libc.sigaction(signo, act, null), `ignore ${signo}`);
   return true;
+}
+
+const SIG_BLOCK = 0;
+const SIGSET_SIZE = 128; // glibc sigset_t: 1024 bits
+
+/**
+ * Block `signo` in the calling thread's signal mask (pthread_sigmask). The
+ * mask is inherited by threads this thread creates and kept across execve(2)
+ * and posix_spawn(3), so a process image started from here has the signal
+ * blocked on every thread from its first instruction: it stays pending and no
+ * handler, the runtime's included, ever runs for it.
+ */
+export function blockSignal(signo: number): void {
+  if (!Number.isInteger(signo) || signo < 1 || signo > 64) {
+    throw new RangeError(`signal number ${signo} is not 1..64`);
+  }
+  const set = new Uint8Array(SIGSET_SIZE);
+  set[(signo - 1) >> 3] |= 1 << ((signo - 1) & 7);
+  // pthread_sigmask returns the error number instead of setting errno
+  const rc = libc.pthread_sigmask(SIG_BLOCK, set, null);
+  if (rc !== 0) throw new SysError("pthread_sigmask", rc, `block ${signo}`);
 }
 
 /** ioctl(2) with a buffer argument; returns 0 or throws. For ffi/ modules. */

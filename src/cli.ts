@@ -15,6 +15,15 @@ export const VERSION: string = denoJson.version;
 export const DEFAULT_SOCKET = "/var/run/qemu-pr-helper.sock";
 /** qemu-pr-helper's default pidfile (written only with -d or -f). */
 export const DEFAULT_PIDFILE = "/var/run/qemu-pr-helper.pid";
+/**
+ * The user a daemon started as root switches to when no -u is given, if the
+ * user exists (the package creates it: packaging/prhelperd.sysusers).
+ */
+export const DEFAULT_USER = "prhelperd";
+/** Default of --max-connections. */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+/** Default of --max-connections-per-context (one VM's QEMU under sVirt). */
+export const DEFAULT_MAX_PER_CONTEXT = 64;
 
 /** Everything the daemon needs from the command line. */
 export interface DaemonOptions {
@@ -31,7 +40,13 @@ export interface DaemonOptions {
   trace: string[];
   sgioTimeoutMs: number;
   stallTimeoutMs: number;
+  /** Close a connection idle between requests for this long; 0: never. */
+  idleTimeoutMs: number;
   maxConnections: number;
+  /** Connections one uid may hold (default: half of maxConnections). */
+  maxConnectionsPerUid: number;
+  /** Connections one per-VM SELinux context may hold. */
+  maxConnectionsPerContext: number;
   maxSgioWorkers: number;
   /** SELinux access check: auto (on when SELinux is enabled), off, require. */
   selinux: "auto" | "off" | "require";
@@ -79,6 +94,18 @@ function seconds(name: string) {
   };
 }
 
+function secondsOrOff(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n < 0 || n > 86400) {
+      throw new InvalidArgumentError(
+        `${name} "${value}" must be a number of seconds from 0 (off) to 86400`,
+      );
+    }
+    return Math.round(n * 1000);
+  };
+}
+
 function nameList(name: string) {
   return (value: string, prev: string[] | undefined): string[] => {
     const names = value.split(",").map((n) => n.trim());
@@ -106,7 +133,11 @@ export function buildProgram() {
     .option("-k, --socket <path>", `listen on this socket path (default ${DEFAULT_SOCKET})`)
     .option("-f, --pidfile <path>", `write and lock a pidfile (default ${DEFAULT_PIDFILE} with -d)`)
     .option("-d, --daemon", "detach and run in the background")
-    .option("-u, --user <user>", "user to drop privileges to (name or number)")
+    .option(
+      "-u, --user <user>",
+      `user to drop privileges to (name or number; as root without -u: ${DEFAULT_USER} if ` +
+        "that user exists; -u root keeps uid 0)",
+    )
     .option("-g, --group <group>", "group to drop privileges to (name or number)")
     .option("-q, --quiet", "log only warnings and errors")
     .addOption(
@@ -129,8 +160,27 @@ export function buildProgram() {
       ).argParser(seconds("--stall-timeout")).default(30_000, "30"),
     )
     .addOption(
+      new Option(
+        "--idle-timeout <seconds>",
+        "close a connection that sent no request for this long (QEMU reconnects); 0: never",
+      ).argParser(secondsOrOff("--idle-timeout")).default(0, "0"),
+    )
+    .addOption(
       new Option("--max-connections <n>", "connections served at once; more are refused")
-        .argParser(positiveInt("--max-connections", 1_000_000)).default(1024),
+        .argParser(positiveInt("--max-connections", 1_000_000)).default(DEFAULT_MAX_CONNECTIONS),
+    )
+    .addOption(
+      new Option(
+        "--max-connections-per-uid <n>",
+        "connections one client uid may hold (default: half of --max-connections)",
+      ).argParser(positiveInt("--max-connections-per-uid", 1_000_000)),
+    )
+    .addOption(
+      new Option(
+        "--max-connections-per-context <n>",
+        "connections one per-VM SELinux context (a single MCS level, e.g. s0:c1,c2) may hold",
+      ).argParser(positiveInt("--max-connections-per-context", 1_000_000))
+        .default(DEFAULT_MAX_PER_CONTEXT),
     )
     .addOption(
       new Option("--max-sgio-workers <n>", "threads running SG_IO at once")
@@ -211,7 +261,10 @@ export function parseArgs(args: string[]): CliResult {
       trace: o.trace,
       sgioTimeoutMs: o.sgioTimeout,
       stallTimeoutMs: o.stallTimeout,
+      idleTimeoutMs: o.idleTimeout,
       maxConnections: o.maxConnections,
+      maxConnectionsPerUid: o.maxConnectionsPerUid ?? Math.ceil(o.maxConnections / 2),
+      maxConnectionsPerContext: o.maxConnectionsPerContext,
       maxSgioWorkers: o.maxSgioWorkers,
       selinux: o.selinux,
       allowUsers: o.allowUser ?? null,

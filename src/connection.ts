@@ -1,6 +1,10 @@
 /**
  * One client connection: its non-blocking socket, the protocol framer, the
  * reply being written, and every fd it holds. The server's loop drives it.
+ * Every fd the client passed, and the socket itself (closing it releases the
+ * fds still in flight in it), is given up through the connection's `release`
+ * (the server's fd closer, src/fd_closer.ts), never closed here: a close can
+ * block (finding 14.3).
  *
  * @module
  */
@@ -24,6 +28,15 @@ export type ReadOutcome =
   | { kind: "eof" }
   | { kind: "close"; reason: string };
 
+/** Options of {@linkcode Connection}. */
+export interface ConnectionOptions {
+  /**
+   * Takes an fd this connection gives up and closes it without blocking the
+   * caller (default: {@linkcode safeClose}, on this thread).
+   */
+  release?: (fd: number) => void;
+}
+
 /** A client connection. */
 export class Connection {
   readonly fd: number;
@@ -39,10 +52,12 @@ export class Connection {
   #outOffset = 0;
   #closed = false;
   readonly #scratch = new Uint8Array(16 + 8192);
+  readonly #release: (fd: number) => void;
 
-  constructor(fd: number, peer: Peer) {
+  constructor(fd: number, peer: Peer, options: ConnectionOptions = {}) {
     this.fd = fd;
     this.peer = peer;
+    this.#release = options.release ?? safeClose;
     this.queue(encodeFeatures(SUPPORTED_FEATURES));
   }
 
@@ -105,19 +120,19 @@ export class Connection {
         return { kind: "wait" };
       }
       if (got.truncated) {
-        for (const f of got.fds) safeClose(f);
-        for (const f of this.framer.takePendingFds()) safeClose(f);
+        for (const f of got.fds) this.#release(f);
+        for (const f of this.framer.takePendingFds()) this.#release(f);
         return { kind: "close", reason: "too-many-fds" };
       }
       if (got.bytes === 0) {
-        for (const f of got.fds) safeClose(f);
+        for (const f of got.fds) this.#release(f);
         const end = this.framer.endOfStream();
-        for (const f of end.discard) safeClose(f);
+        for (const f of end.discard) this.#release(f);
         return end.reason === null ? { kind: "eof" } : { kind: "close", reason: end.reason };
       }
       try {
         const r = this.framer.push(this.#scratch.subarray(0, got.bytes), got.fds);
-        for (const f of r.discard) safeClose(f);
+        for (const f of r.discard) this.#release(f);
         if (r.request) {
           this.waitingSince = 0;
           return { kind: "request", request: r.request };
@@ -127,20 +142,23 @@ export class Connection {
         if (!this.framer.midFrame) this.waitingSince = 0;
         else if (this.waitingSince === 0) this.waitingSince = now;
       } catch (e) {
-        for (const f of discardedFds(e)) safeClose(f);
+        for (const f of discardedFds(e)) this.#release(f);
         if (e instanceof ProtocolError) return { kind: "close", reason: e.reason };
         throw e;
       }
     }
   }
 
-  /** Close the socket and every fd the framer still holds. Idempotent. */
+  /**
+   * Close the socket and every fd the framer still holds (through `release`;
+   * the peer sees the end of the stream at once, by shutdown). Idempotent.
+   */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    for (const f of this.framer.takePendingFds()) safeClose(f);
+    for (const f of this.framer.takePendingFds()) this.#release(f);
     shutdownSocket(this.fd);
-    safeClose(this.fd);
+    this.#release(this.fd);
   }
 }
 

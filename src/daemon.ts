@@ -7,7 +7,8 @@
 
 import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
 import type { DaemonOptions } from "./cli.ts";
-import { DEFAULT_SOCKET, VERSION } from "./cli.ts";
+import { DEFAULT_SOCKET, DEFAULT_USER, VERSION } from "./cli.ts";
+import { fdsNeeded } from "./conn_limits.ts";
 import { SgIoExecutor } from "./executor.ts";
 import { jitStatus } from "./jit.ts";
 import { createMultipathHandler } from "./multipath.ts";
@@ -29,8 +30,12 @@ import { createSecurity, type Security } from "./security.ts";
 
 const log = logger("daemon");
 
-/** Signals that terminate a process by default but that the daemon ignores. */
-const IGNORED_SIGNALS: readonly Deno.Signal[] = ["SIGUSR1", "SIGUSR2", "SIGALRM"];
+/**
+ * Signals that terminate a process by default but that the daemon ignores.
+ * SIGUSR1 is not among them: src/ignore_sigusr1.ts sets it to SIG_IGN and
+ * blocks it from the first module on.
+ */
+const IGNORED_SIGNALS: readonly Deno.Signal[] = ["SIGUSR2", "SIGALRM"];
 const SIGUSR1 = 10;
 
 function env(name: string): string | undefined {
@@ -41,11 +46,24 @@ function env(name: string): string | undefined {
   }
 }
 
-/** Raise the soft RLIMIT_NOFILE to the hard limit: each client needs an fd or two. */
-function raiseFdLimit(): void {
+/**
+ * Raise the soft RLIMIT_NOFILE to the hard limit: each client needs an fd or
+ * two. The hard limit is the operator's; if it cannot hold --max-connections,
+ * say so (at info: a helper libvirt starts for one VM never gets near it).
+ */
+function raiseFdLimit(maxConnections: number): void {
   try {
     const { soft, hard } = getNofileLimit();
     if (soft < hard) setNofileLimit(hard, hard);
+    const need = fdsNeeded(maxConnections);
+    if (hard < BigInt(need)) {
+      log.info(
+        "RLIMIT_NOFILE {limit} is below the {need} fds that --max-connections {max} needs: " +
+          "past that, accepts wait (EMFILE) until fds free up; for a shared helper raise " +
+          "LimitNOFILE= (ulimit -Hn) or lower --max-connections",
+        { limit: String(hard), need, max: maxConnections },
+      );
+    }
   } catch (e) {
     log.warning("cannot raise RLIMIT_NOFILE: {error}", { error: String(e) });
   }
@@ -114,7 +132,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   };
   try {
     if (options.pidfile !== null && pidfile === null) pidfile = acquirePidfile(options.pidfile);
-    raiseFdLimit();
+    raiseFdLimit(options.maxConnections);
     const keepFds: Record<string, number> = { ...listener.keepFds() };
     if (pidfile !== null) keepFds.pidfile = pidfile.fd;
     if (readyFd !== null) keepFds.ready = readyFd;
@@ -123,13 +141,17 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       dropped = dropPrivileges({
         user: options.user ?? undefined,
         group: options.group ?? undefined,
+        defaultUser: DEFAULT_USER,
         keepFds,
+        // also when nothing is to drop: the new image has SIGUSR1 blocked on every thread
+        reexecAnyway: true,
       });
     } catch (e) {
       if (e instanceof PrivilegeError) throw new StartupError(e.message);
       throw e;
     }
     if (dropped.warning) log.warning("{warning}", { warning: dropped.warning });
+    if (dropped.note) log.info("{note}", { note: dropped.note });
     log.info("running as uid {uid} gid {gid}, CAP_SYS_RAWIO {rawio}", {
       uid: dropped.uid,
       gid: dropped.gid,
@@ -162,7 +184,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       },
       admit: (peer) => security.admit(peer),
       maxConnections: options.maxConnections,
+      maxConnectionsPerUid: options.maxConnectionsPerUid,
+      maxConnectionsPerContext: options.maxConnectionsPerContext,
       stallTimeoutMs: options.stallTimeoutMs,
+      idleTimeoutMs: options.idleTimeoutMs,
       onStats: (stats) => statusLater(stats),
     });
     const stop = (signal: string) => () => {
@@ -184,7 +209,10 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     for (const [s, h] of handlers) Deno.addSignalListener(s, h);
     // Deno (since 2.9.2) starts the V8 inspector on 127.0.0.1:9229 when it gets
     // SIGUSR1, installing that handler 500 ms after start: whoever could then
-    // connect would run code with CAP_SYS_RAWIO. Keep SIGUSR1 at SIG_IGN.
+    // connect would run code with CAP_SYS_RAWIO. src/ignore_sigusr1.ts ignores
+    // it and blocks it before anything else runs, and the re-executed daemon
+    // has it blocked on every thread; should the re-exec have failed, the
+    // runtime installs its trigger after 500 ms, so SIG_IGN is put back here.
     const usr1Guard = setInterval(() => {
       try {
         if (ensureSignalIgnored(SIGUSR1)) log.debug("SIGUSR1 handler replaced by SIG_IGN");

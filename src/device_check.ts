@@ -1,14 +1,16 @@
 /**
  * Which fds the helper passes PR commands to: the decision (pure) and the
- * facts it is made from (read from fstat and sysfs at the edge).
+ * facts it is made from (read from statx, fcntl and sysfs at the edge).
  *
  * Allowed: a whole-disk SCSI block device, or a SCSI generic (sg) character
  * device. Refused, with CHECK CONDITION ILLEGAL REQUEST / INVALID COMMAND
  * OPERATION CODE (05/20/00, what a guest reads as "PR not supported"):
  * partitions (with CAP_SYS_RAWIO the kernel would send SG_IO from a partition
  * to the whole LUN), device-mapper devices other than multipath, non-SCSI
- * block devices, regular files, pipes, sockets, directories and every other
- * character device.
+ * block devices, regular files, pipes, sockets, directories, every other
+ * character device, and any fd opened O_PATH (it names a device but allows no
+ * I/O or ioctl on it: SG_IO on it fails with EBADF, and the client may hold
+ * it without read permission on the node).
  *
  * @module
  */
@@ -16,12 +18,13 @@
 import {
   type FileKind,
   fileStatusFlags,
-  fstatFd,
   O_ACCMODE,
+  O_PATH,
   O_RDONLY,
   readLink,
   readSmallFile,
   statPath,
+  statxFd,
 } from "../ffi/libc.ts";
 import { Sense, type SenseCode } from "./sense.ts";
 
@@ -32,6 +35,11 @@ export interface DeviceFacts {
   minor: number;
   /** The fd was opened O_RDONLY. */
   readOnly: boolean;
+  /**
+   * The fd was opened O_PATH (F_GETFL): it only names the file. Refused like
+   * a file that is not a device. Default false.
+   */
+  pathOnly?: boolean;
   /** Block device that is a partition. */
   partition: boolean;
   /** Block device whose parent is a SCSI device, or an sg character device. */
@@ -60,6 +68,11 @@ function refuse(reason: string): DeviceDecision {
 /** Decide from the facts whether this fd may receive a PR command. */
 export function decideDevice(facts: DeviceFacts): DeviceDecision {
   const dev = `${facts.major}:${facts.minor}`;
+  if (facts.pathOnly === true) {
+    // finding 14.2: an O_PATH fd needs no permission on the node, so nothing
+    // may be done on its behalf (not even PR IN through another path)
+    return refuse(`fd is an O_PATH fd (of a ${facts.kind} file), not an open device`);
+  }
   if ((facts.kind === "block" || facts.kind === "char") && facts.present === false) {
     // what SG_IO's ENODEV maps to in the errno table: the device is gone
     return {
@@ -94,7 +107,7 @@ type SysfsFacts = Pick<DeviceFacts, "partition" | "scsi" | "dmUuid" | "present">
 
 /**
  * sysfs answers by device number, cached briefly: a loop of requests on one
- * disk then costs fstat + fcntl, not three sysfs look-ups each. Short enough
+ * disk then costs statx + fcntl, not three sysfs look-ups each. Short enough
  * that a device number reused after a hot-unplug is seen afresh.
  */
 const SYSFS_TTL_MS = 2000;
@@ -126,12 +139,20 @@ function sysfsFacts(kind: FileKind, major: number, minor: number): SysfsFacts {
   return facts;
 }
 
-/** Read the facts about an fd from fstat(2), fcntl(2) and sysfs. */
+/**
+ * Read the facts about an fd from statx(2), fcntl(2) and sysfs. Nothing here
+ * asks the file system behind the fd (finding 14.3: a plain fstat(2) of a
+ * file on a FUSE mount waits for its server's GETATTR answer, on the event
+ * loop): statx with AT_STATX_DONT_SYNC reads what the kernel has, and
+ * F_GETFL reads the open file's flags.
+ */
 export function probeDevice(fd: number): DeviceFacts {
-  const st = fstatFd(fd);
-  const readOnly = (fileStatusFlags(fd) & O_ACCMODE) === O_RDONLY;
-  const sys = st.kind === "block" || st.kind === "char"
+  const st = statxFd(fd);
+  const flags = fileStatusFlags(fd);
+  const readOnly = (flags & O_ACCMODE) === O_RDONLY;
+  const pathOnly = (flags & O_PATH) !== 0;
+  const sys = !pathOnly && (st.kind === "block" || st.kind === "char")
     ? sysfsFacts(st.kind, st.rdevMajor, st.rdevMinor)
     : { partition: false, scsi: false, dmUuid: null, present: true };
-  return { kind: st.kind, major: st.rdevMajor, minor: st.rdevMinor, readOnly, ...sys };
+  return { kind: st.kind, major: st.rdevMajor, minor: st.rdevMinor, readOnly, pathOnly, ...sys };
 }

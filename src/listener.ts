@@ -17,9 +17,6 @@ import {
   closeFd,
   connectUnix,
   listenSocket,
-  O_CREAT,
-  O_RDWR,
-  openPath,
   setCloexec,
   setNonblocking,
   socketInfo,
@@ -28,6 +25,7 @@ import {
   unixSocket,
   unlinkPath,
 } from "../ffi/libc.ts";
+import { openOwnedFile } from "./owned_file.ts";
 
 /** First fd passed by socket activation (SD_LISTEN_FDS_START). */
 export const LISTEN_FDS_START = 3;
@@ -122,12 +120,8 @@ export function listenAtPath(path: string): Listener {
     throw new StartupError(`socket path "${path}" is longer than 107 bytes`);
   }
   const lockPath = `${path}.lock`;
-  let lockFd: number;
-  try {
-    lockFd = openPath(lockPath, O_RDWR | O_CREAT, 0o600);
-  } catch (e) {
-    throw new StartupError(`cannot open lock file ${lockPath}: ${(e as Error).message}`);
-  }
+  // never through a symlink, and only a regular file of our own (src/owned_file.ts)
+  const lockFd = openOwnedFile(lockPath, { mode: 0o600, what: "lock file" });
   if (!tryLockExclusive(lockFd)) {
     closeFd(lockFd);
     throw new StartupError(`another prhelperd holds ${lockPath}; it serves ${path}`);

@@ -6,6 +6,17 @@
  * Verbosity follows qemu-pr-helper: 0 (-q) errors and warnings, 1 (default)
  * adds info, 2 (-v) debug, 3 (-vv) trace.
  *
+ * Rate limits (issue 14, finding 5): journald drops a service's messages past
+ * its rate limit (10,000 per 30 s by default), whatever they are, so a client
+ * looping on bad requests could push PR OUT audit records out of the journal.
+ * Every line goes through a {@linkcode LogGate} first: audit records spend
+ * their own budget, which nothing else can spend; every other line (the
+ * per-client ones: refused requests and connections, closes, AVC-like lines)
+ * spends one global budget, on top of any per-key throttle
+ * ({@linkcode LogThrottle}); the daemon's own start and stop lines are not
+ * limited. What was left out is reported every
+ * {@linkcode SUMMARY_INTERVAL_MS} in one "suppressed" line per budget.
+ *
  * @module
  */
 
@@ -106,6 +117,203 @@ function openJournal(): ((entry: Uint8Array) => boolean) | null {
   };
 }
 
+// ---------------------------------------------------------------- rate limits
+
+/** A token bucket: `burst` lines at once, then `perSecond` on average. */
+export interface BudgetOptions {
+  burst: number;
+  perSecond: number;
+}
+
+/**
+ * The budgets: 200 + 20/s for all per-client lines together, 1,000 + 100/s
+ * for audit records. At most 800 + 4,000 lines per 30 s, well within
+ * journald's default 10,000, so journald never has to drop an audit record
+ * because of a flood of refusals.
+ */
+export const LOG_BUDGETS: { general: BudgetOptions; audit: BudgetOptions } = {
+  general: { burst: 200, perSecond: 20 },
+  audit: { burst: 1000, perSecond: 100 },
+};
+
+/** How often suppressed lines are reported. */
+export const SUMMARY_INTERVAL_MS = 5000;
+
+/** The category of the "suppressed" summary lines (never limited). */
+export const SUMMARY_CATEGORY: readonly string[] = ["prhelperd", "log"];
+
+/** A token bucket counting what it refused (pure; the caller gives the time). */
+export class LineBudget {
+  readonly burst: number;
+  readonly perSecond: number;
+  #tokens: number;
+  #last: number | null = null;
+  #suppressed = 0;
+
+  constructor(options: BudgetOptions) {
+    if (!(options.burst >= 1) || !(options.perSecond > 0)) {
+      throw new RangeError(
+        `log budget burst ${options.burst} / rate ${options.perSecond} must be positive`,
+      );
+    }
+    this.burst = options.burst;
+    this.perSecond = options.perSecond;
+    this.#tokens = options.burst;
+  }
+
+  /** Spend one line at `now` (ms); false if the budget is empty (the line is counted). */
+  take(now: number): boolean {
+    if (this.#last !== null && now > this.#last) {
+      this.#tokens = Math.min(
+        this.burst,
+        this.#tokens + (now - this.#last) * this.perSecond / 1000,
+      );
+    }
+    if (this.#last === null || now > this.#last) this.#last = now;
+    if (this.#tokens >= 1) {
+      this.#tokens -= 1;
+      return true;
+    }
+    this.#suppressed++;
+    return false;
+  }
+
+  /** Lines refused since the last call; resets the count. */
+  takeSuppressed(): number {
+    const n = this.#suppressed;
+    this.#suppressed = 0;
+    return n;
+  }
+}
+
+/** Which budget a record spends. */
+export type LogStream = "audit" | "lifecycle" | "general";
+
+/**
+ * `audit` for audit records; `lifecycle` for the daemon's own lines at info
+ * and above (start-up, stop: a handful per run) and the summaries; `general`
+ * for everything else, i.e. every line a client can cause.
+ */
+export function logStream(record: Pick<LogRecord, "category" | "level">): LogStream {
+  const part = record.category[1];
+  if (part === "audit") return "audit";
+  if (part === SUMMARY_CATEGORY[1]) return "lifecycle";
+  if (part === "daemon" && PRIORITY[record.level] <= PRIORITY.info) return "lifecycle";
+  return "general";
+}
+
+/** What a {@linkcode LogGate} left out since the last report. */
+export interface SuppressedReport {
+  general: number;
+  audit: number;
+  /** Milliseconds covered by the report. */
+  sinceMs: number;
+}
+
+/** The per-process gate every log line passes (see the module comment). */
+export class LogGate {
+  readonly general: LineBudget;
+  readonly audit: LineBudget;
+  #lastReport: number | null = null;
+
+  constructor(options: { general?: BudgetOptions; audit?: BudgetOptions } = {}) {
+    this.general = new LineBudget(options.general ?? LOG_BUDGETS.general);
+    this.audit = new LineBudget(options.audit ?? LOG_BUDGETS.audit);
+  }
+
+  /** Whether `record` may be written at `now` (ms). */
+  admit(record: Pick<LogRecord, "category" | "level">, now: number): boolean {
+    switch (logStream(record)) {
+      case "audit":
+        return this.audit.take(now);
+      case "general":
+        return this.general.take(now);
+      default:
+        return true;
+    }
+  }
+
+  /** What was suppressed since the last call (or since `now` on the first). */
+  report(now: number): SuppressedReport {
+    const sinceMs = now - (this.#lastReport ?? now);
+    this.#lastReport = now;
+    return {
+      general: this.general.takeSuppressed(),
+      audit: this.audit.takeSuppressed(),
+      sinceMs,
+    };
+  }
+}
+
+/**
+ * Log what `gate` suppressed since its last report: a warning for per-client
+ * lines, an error for audit records (the journal then lacks some PR OUT
+ * records). Nothing when nothing was suppressed.
+ */
+export function reportSuppressed(gate: LogGate, now: number = Date.now()): void {
+  const r = gate.report(now);
+  const log = getLogger([...SUMMARY_CATEGORY]);
+  const seconds = Math.max(1, Math.round(r.sinceMs / 1000));
+  if (r.general > 0) {
+    log.warning(
+      "log rate limit: {suppressed} lines suppressed in the last {seconds} s " +
+        "(refusals, closes, AVC-like lines; at most {burst} at once, then {rate}/s)",
+      {
+        suppressed: r.general,
+        seconds,
+        burst: gate.general.burst,
+        rate: gate.general.perSecond,
+      },
+    );
+  }
+  if (r.audit > 0) {
+    log.error(
+      "audit rate limit: {suppressed} audit records not logged in the last {seconds} s " +
+        "(at most {burst} at once, then {rate}/s)",
+      { suppressed: r.audit, seconds, burst: gate.audit.burst, rate: gate.audit.perSecond },
+    );
+  }
+}
+
+// ---------------------------------------------------------------- the sink
+
+/** Options of {@linkcode createLogSink}. */
+export interface LogSinkOptions {
+  /** Write `<N>` prefixes (stderr is the journal). */
+  journal: boolean;
+  /** Writes one line (without its newline); default stderr. */
+  write?: (line: string) => void;
+  /** Sends an audit record to journald natively; false if it could not. */
+  native?: ((entry: Uint8Array) => boolean) | null;
+  /** The rate limits; default a new {@linkcode LogGate}. */
+  gate?: LogGate;
+  /** Milliseconds now; default Date.now. */
+  clock?: () => number;
+}
+
+const encoder = new TextEncoder();
+
+function writeStderr(line: string): void {
+  try {
+    Deno.stderr.writeSync(encoder.encode(line + "\n"));
+  } catch {
+    // stderr gone (e.g. closed by a daemonizing parent): nothing to report to
+  }
+}
+
+/** The daemon's LogTape sink: the gate, then journald (audit records) or a line. */
+export function createLogSink(options: LogSinkOptions): (record: LogRecord) => void {
+  const gate = options.gate ?? new LogGate();
+  const clock = options.clock ?? Date.now;
+  const write = options.write ?? writeStderr;
+  const native = options.native ?? null;
+  return (record: LogRecord) => {
+    if (!gate.admit(record, clock())) return;
+    if (native !== null && record.category[1] === "audit" && native(journalEntry(record))) return;
+    write(formatLine(record, options.journal));
+  };
+}
+
 /** Options of {@linkcode setupLogging}. */
 export interface LoggingOptions {
   /** 0 quiet .. 3 trace. */
@@ -114,36 +322,36 @@ export interface LoggingOptions {
   journal: boolean;
 }
 
-const encoder = new TextEncoder();
+let summaryTimer: ReturnType<typeof setInterval> | null = null;
 
 /** Configure LogTape once for the process; logs go to stderr. */
 export async function setupLogging(options: LoggingOptions): Promise<void> {
   const level = LEVEL_BY_VERBOSITY[Math.max(0, Math.min(3, options.verbosity))];
-  // under systemd, audit records also go to journald as structured fields
-  const journal = options.journal ? openJournal() : null;
+  const gate = new LogGate();
   await configure({
     reset: true,
     sinks: {
-      stderr(record: LogRecord) {
-        if (journal !== null && record.category[1] === "audit" && journal(journalEntry(record))) {
-          return;
-        }
-        try {
-          Deno.stderr.writeSync(encoder.encode(formatLine(record, options.journal) + "\n"));
-        } catch {
-          // stderr gone (e.g. closed by a daemonizing parent): nothing to report to
-        }
-      },
+      // under systemd, audit records also go to journald as structured fields
+      stderr: createLogSink({
+        journal: options.journal,
+        native: options.journal ? openJournal() : null,
+        gate,
+      }),
     },
     loggers: [
       { category: ["prhelperd"], lowestLevel: level, sinks: ["stderr"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stderr"] },
     ],
   });
+  if (summaryTimer !== null) clearInterval(summaryTimer);
+  summaryTimer = setInterval(() => reportSuppressed(gate), SUMMARY_INTERVAL_MS);
+  Deno.unrefTimer(summaryTimer);
 }
 
 /** Drop the logging configuration (tests). */
 export async function resetLogging(): Promise<void> {
+  if (summaryTimer !== null) clearInterval(summaryTimer);
+  summaryTimer = null;
   await reset();
 }
 

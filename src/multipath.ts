@@ -421,6 +421,37 @@ function isUnitAttention(run: SgIoRun | Error): boolean {
   return parseSense(run.outcome.sense)?.key === 0x06;
 }
 
+/**
+ * errnos of SG_IO on the dm device that mean the path (or every path) failed,
+ * not the request: dm found no usable path (EIO, ENOTCONN), the path device
+ * is offline or gone (ENODEV, ENXIO), the transport failed (ENOLINK,
+ * EREMOTEIO, ETIMEDOUT).
+ */
+const TRANSPORT_ERRNOS: ReadonlySet<number> = new Set([
+  Errno.EIO,
+  Errno.ENXIO,
+  Errno.ENODEV,
+  Errno.ENOTCONN,
+  Errno.ETIMEDOUT,
+  Errno.ENOLINK,
+  Errno.EREMOTEIO,
+]);
+
+/**
+ * Whether SG_IO on the client's dm fd failed at transport level, so that the
+ * same command may go to each path (opened by the daemon itself): a host
+ * status, or an errno in {@linkcode TRANSPORT_ERRNOS}. Never for an errno the
+ * client's fd causes (finding 14.2: EBADF of an O_PATH fd, EPERM, EACCES,
+ * EINVAL, ENOTTY, EFAULT...), and never for a Worker failure: the paths are
+ * a way around a failed path, not around what the client's fd may not do.
+ */
+export function isTransportFailure(run: SgIoRun | Error): boolean {
+  if (run instanceof Error) return false;
+  if (run.outcome.kind === "errno") return TRANSPORT_ERRNOS.has(run.outcome.errno);
+  return run.outcome.hostStatus !== 0;
+}
+
+/** A path the daemon opened itself did not answer at SCSI level: try the next one. */
 function pathFailed(run: SgIoRun | Error): boolean {
   return run instanceof Error || run.outcome.kind === "errno" || run.outcome.hostStatus !== 0;
 }
@@ -501,7 +532,7 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
       });
     };
     sgio({ fd: input.fd }, command.deviceCdb, length, (first) => {
-      if (!pathFailed(first)) return finish(first);
+      if (!isTransportFailure(first)) return finish(first);
       // dm's chosen path failed at transport level: try each path, running ones first
       const candidates = paths(facts.major, facts.minor)
         .sort((a, b) => Number(b.state === "running") - Number(a.state === "running"));
@@ -609,7 +640,7 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
       cdb,
       0,
       (run) => {
-        if (pathFailed(run)) return step(0, run);
+        if (isTransportFailure(run)) return step(0, run);
         done(outReply(run));
       },
       UA_TRIES,

@@ -7,10 +7,8 @@
 
 import {
   closeFd,
+  fstatFd,
   getPid,
-  O_CREAT,
-  O_RDWR,
-  openPath,
   readFd,
   rewindFd,
   statPath,
@@ -20,6 +18,7 @@ import {
   writeAll,
 } from "../ffi/libc.ts";
 import { StartupError } from "./listener.ts";
+import { openOwnedFile } from "./owned_file.ts";
 
 /** A held pidfile. */
 export interface Pidfile {
@@ -32,15 +31,14 @@ export interface Pidfile {
   remove(): void;
 }
 
-/** Create and lock `path` and write our pid into it. */
+/**
+ * Create and lock `path` and write our pid into it. A symlink, a hard link or
+ * a file that is not our own at `path` is refused before anything is written
+ * (src/owned_file.ts).
+ */
 export function acquirePidfile(path: string): Pidfile {
   if (!path.startsWith("/")) throw new StartupError(`pidfile path "${path}" must be absolute`);
-  let fd: number;
-  try {
-    fd = openPath(path, O_RDWR | O_CREAT, 0o644);
-  } catch (e) {
-    throw new StartupError(`cannot open pidfile ${path}: ${(e as Error).message}`);
-  }
+  const fd = openOwnedFile(path, { mode: 0o644, what: "pidfile" });
   if (!tryLockExclusive(fd)) {
     const buf = new Uint8Array(32);
     const n = readFd(fd, buf) ?? 0;
@@ -55,7 +53,8 @@ export function acquirePidfile(path: string): Pidfile {
 
 /** Wrap an already locked pidfile fd (e.g. inherited across a re-exec). */
 export function adoptPidfile(path: string, fd: number): Pidfile {
-  const held = statPath(path);
+  // the file we hold, from the fd: after a drop the path may not be reachable
+  const held = fstatFd(fd);
   const pidfile: Pidfile = {
     path,
     fd,
@@ -64,8 +63,11 @@ export function adoptPidfile(path: string, fd: number): Pidfile {
       writeAllAt0(fd, `${getPid()}\n`);
     },
     remove() {
-      const now = statPath(path);
-      if (now && held && now.ino === held.ino && now.dev === held.dev) {
+      let now = null;
+      try {
+        now = statPath(path);
+      } catch { /* not reachable after a drop (EACCES): leave it */ }
+      if (now && now.ino === held.ino && now.dev === held.dev) {
         try {
           unlinkPath(path);
         } catch { /* no right to remove it any more */ }

@@ -17,7 +17,9 @@
  * - root (with or without `-u`/`-g`): re-exec; stage 2 has uid/gid as asked,
  *   no groups, CapEff = CapPrm = CapInh = CapAmb = CAP_SYS_RAWIO, CapBnd = 0.
  * - already minimal (systemd `User=` + `AmbientCapabilities=CAP_SYS_RAWIO` +
- *   `NoNewPrivileges=yes`): no re-exec; dumpable=0 is set (process-wide).
+ *   `NoNewPrivileges=yes`): nothing to drop; dumpable=0 is set (process-wide).
+ *   With `reexecAnyway` (the daemon) it still re-executes once, changing no
+ *   credential, so that the new image has SIGUSR1 blocked on every thread.
  *   no_new_privs is per thread like the capabilities, so if it is not set yet
  *   (a plain `setpriv` start without --no-new-privs, or an unprivileged user)
  *   the process re-executes once to have it on every thread; that needs no
@@ -335,8 +337,22 @@ export interface DropOptions {
   user?: string;
   /** `-g`: a group name or number. */
   group?: string;
+  /**
+   * The user to switch to when `user` is absent and the process runs as root,
+   * if that user exists (issue 14, finding 8); absent: stay root, as
+   * qemu-pr-helper does. `-u root` keeps uid 0.
+   */
+  defaultUser?: string;
   /** fds that must survive the re-exec (listening socket, pidfile), by role. */
   keepFds?: Record<string, number>;
+  /**
+   * Re-execute once even when there is nothing to drop (credentials already
+   * minimal, e.g. under systemd): the new image inherits the signal mask of
+   * this thread, so SIGUSR1, blocked by src/ignore_sigusr1.ts, is then blocked
+   * on every thread (issue 14, finding 10). If the exec fails, the process
+   * goes on as it is, with a warning.
+   */
+  reexecAnyway?: boolean;
 }
 
 /** What {@linkcode dropPrivileges} did when it returns. */
@@ -349,11 +365,25 @@ export interface DropResult {
   rawio: boolean;
   /** Something the operator must know (e.g. no CAP_SYS_RAWIO); log it as a warning. */
   warning?: string;
+  /** How the user was chosen without `-u` (log it as information). */
+  note?: string;
 }
 
-/** The target ids for `-u`/`-g`, given the current ids. */
+/**
+ * Without `-u`, in a process running as root: the default user if it exists,
+ * else undefined (stay root). A process that is not root (stage 2 after the
+ * switch, a systemd `User=` service, a developer) keeps its own uid.
+ */
+export function defaultUserSpec(options: DropOptions, now: Credentials): string | undefined {
+  if (options.user !== undefined || options.defaultUser === undefined) return undefined;
+  if (now.uid.effective !== 0) return undefined;
+  return userByName(options.defaultUser) !== null ? options.defaultUser : undefined;
+}
+
+/** The target ids for `-u`/`-g` (or the default user), given the current ids. */
 export function privilegeTarget(options: DropOptions, now: Credentials): PrivilegeTarget {
-  const user = options.user === undefined ? null : resolveUser(options.user);
+  const spec = options.user ?? defaultUserSpec(options, now);
+  const user = spec === undefined ? null : resolveUser(spec);
   const gid = options.group !== undefined ? resolveGroup(options.group) : user?.gid ?? now.gid.real;
   return { uid: user?.uid ?? now.uid.real, gid };
 }
@@ -384,24 +414,52 @@ export function dropPrivileges(options: DropOptions = {}): DropResult {
   const plan = planPrivileges(now, target, inStage2);
   if (plan.action === "fail") throw new PrivilegeError(plan.message);
   if (plan.action === "reexec") reexec(target, plan.keepRawio, options.keepFds ?? {});
+  const warnings = [...plan.warnings];
+  if (!inStage2 && options.reexecAnyway) {
+    try {
+      execSelf(prepareSelfExec(options.keepFds ?? {}));
+    } catch (e) {
+      warnings.push(
+        `cannot re-execute to block SIGUSR1 on every thread (${(e as Error).message}); ` +
+          "it is kept at SIG_IGN instead",
+      );
+    }
+  }
   setNoNewPrivs();
   setDumpable(false);
   const caps = capGet();
+  const note = userNote(options, now.uid.effective);
   return {
     mode: inStage2 ? "reexecuted" : "in-place",
     uid: now.uid.effective,
     gid: now.gid.effective,
     rawio: (caps.effective & RAWIO) !== 0n,
-    ...(plan.warnings.length > 0 ? { warning: plan.warnings.join("; ") } : {}),
+    ...(warnings.length > 0 ? { warning: warnings.join("; ") } : {}),
+    ...(note !== null ? { note } : {}),
   };
 }
 
-function reexec(
-  target: PrivilegeTarget,
-  keepRawio: boolean,
-  keepFds: Record<string, number>,
-): never {
-  // Everything read from /proc/self must be read before the uid changes.
+/** Without `-u`: say which user the daemon ended with and why (after the drop). */
+function userNote(options: DropOptions, uid: number): string | null {
+  const name = options.defaultUser;
+  if (options.user !== undefined || name === undefined) return null;
+  if (uid === 0) {
+    return `no -u given and no "${name}" user exists: uid 0 kept (without capabilities ` +
+      `but CAP_SYS_RAWIO); create the user (the package does) or give -u`;
+  }
+  return userByName(name)?.uid === uid ? `no -u given: running as the default user ${name}` : null;
+}
+
+/** What execve(2) of this same program needs, read from /proc/self. */
+interface SelfExec {
+  exe: string;
+  argv: string[];
+  env: string[];
+  cwd: string;
+  keepFds: Record<string, number>;
+}
+
+function prepareSelfExec(keepFds: Record<string, number>): SelfExec {
   const cmdline = readSmallFile("/proc/self/cmdline", 1 << 20);
   const environ = readSmallFile("/proc/self/environ", 1 << 20);
   const cwd = readLink("/proc/self/cwd") ?? "/";
@@ -413,6 +471,28 @@ function reexec(
   }
   const argv = splitNul(cmdline);
   const env = stage2Environment(splitNul(environ), { cwd, fds: keepFds });
+  return { exe, argv, env, cwd, keepFds };
+}
+
+/** Same binary, same arguments, from the directory the process started in; throws if execve fails. */
+function execSelf(p: SelfExec): never {
+  const fds = Object.values(p.keepFds);
+  for (const fd of fds) setCloexec(fd, false);
+  try {
+    if (startCwd !== null && startCwd !== p.cwd) changeDirectory(startCwd);
+    return execve(p.exe, p.argv, p.env);
+  } finally {
+    for (const fd of fds) if (isOpenFd(fd)) setCloexec(fd, true);
+  }
+}
+
+function reexec(
+  target: PrivilegeTarget,
+  keepRawio: boolean,
+  keepFds: Record<string, number>,
+): never {
+  // Everything read from /proc/self must be read before the uid changes.
+  const self = prepareSelfExec(keepFds);
 
   const now = capGet();
   const rawio = keepRawio ? RAWIO : 0n;
@@ -437,12 +517,5 @@ function reexec(
   setKeepCaps(false);
   setNoNewPrivs();
   // 4. Same binary, same arguments, from the directory the process started in.
-  const fds = Object.values(keepFds);
-  for (const fd of fds) setCloexec(fd, false);
-  try {
-    if (startCwd !== null && startCwd !== cwd) changeDirectory(startCwd);
-    return execve(exe, argv, env);
-  } finally {
-    for (const fd of fds) if (isOpenFd(fd)) setCloexec(fd, true);
-  }
+  return execSelf(self);
 }

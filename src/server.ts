@@ -25,8 +25,11 @@ import {
   POLLNVAL,
   POLLOUT,
   PollSet,
+  shutdownSocket,
 } from "../ffi/libc.ts";
-import { Connection, safeClose } from "./connection.ts";
+import { Connection } from "./connection.ts";
+import { FdCloser } from "./fd_closer.ts";
+import { ConnectionLimits, describeRefusal } from "./conn_limits.ts";
 import { logger } from "./log.ts";
 import { type HandlerContext, handleRequest, type Peer } from "./request_handler.ts";
 import { encodeReply, type Request } from "./wire.ts";
@@ -41,8 +44,19 @@ export interface ServerOptions {
   maxConnections: number;
   /** A peer that stalls inside a frame, or does not read its reply, for this long is dropped. */
   stallTimeoutMs: number;
+  /** A connection at a frame boundary that sent nothing for this long is closed (0/absent: never). */
+  idleTimeoutMs?: number;
+  /** Connections one uid may hold (absent: maxConnections). */
+  maxConnectionsPerUid?: number;
+  /** Connections one per-VM security context may hold (absent: maxConnections). */
+  maxConnectionsPerContext?: number;
   /** Decide whether a peer may use the helper at all: a reason to refuse, or null. */
   admit?: (peer: Peer) => string | null;
+  /**
+   * Closes every client fd and connection socket off the loop thread
+   * (default: the server's own, stopped when {@linkcode Server.run} returns).
+   */
+  closer?: FdCloser;
   /** Called after each change of the counters (for sd_notify STATUS=). */
   onStats?: (stats: ServerStats) => void;
 }
@@ -81,10 +95,23 @@ export class Server {
   #acceptPausedUntil = 0;
   #nextConnection = 1;
   #inFlight = 0;
+  readonly #limits: ConnectionLimits;
+  /** When each connection last showed activity (accepted, read, answered). */
+  readonly #lastActive = new WeakMap<Connection, number>();
+  #nextIdleScan = 0;
   readonly #stats: ServerStats = { connections: 0, requests: 0, accepted: 0, refused: 0 };
+
+  /** Client fds and sockets are closed here, never on the loop (finding 14.3). */
+  readonly #closer: FdCloser;
+  readonly #release = (fd: number) => this.#closer.close(fd);
 
   constructor(options: ServerOptions) {
     this.#opts = options;
+    this.#closer = options.closer ?? new FdCloser();
+    this.#limits = new ConnectionLimits({
+      perUid: options.maxConnectionsPerUid ?? options.maxConnections,
+      perContext: options.maxConnectionsPerContext ?? options.maxConnections,
+    });
     options.handler.executor.driven = true;
   }
 
@@ -109,6 +136,10 @@ export class Server {
   /** Serve until {@linkcode Server.stop} and the drain are done. */
   async run(): Promise<void> {
     const executor = this.#opts.handler.executor;
+    // the fd closer's Worker (about 20 ms): no client is served before it is there
+    if (!await this.#closer.ready()) {
+      log.error("the fd closer did not start in time; client fds wait for it (or are closed here)");
+    }
     let lastYield = Date.now();
     let failures = 0;
     try {
@@ -118,6 +149,7 @@ export class Server {
           let now = Date.now();
           if (this.#stopping) this.#dropIdle();
           this.#expireStalled(now);
+          this.#expireIdle(now);
           if (this.#stopping && this.#conns.size === 0 && this.#inFlight === 0) break;
           const timeout = this.#buildPollSet(now);
           const budget = Math.max(0, YIELD_MS - (now - lastYield));
@@ -144,6 +176,7 @@ export class Server {
       }
     } finally {
       for (const c of this.#conns.values()) c.close();
+      if (this.#opts.closer === undefined) this.#closer.stop();
       this.#conns.clear();
     }
   }
@@ -223,7 +256,7 @@ export class Server {
         id,
         error: String(e),
       });
-      safeClose(fd);
+      this.#refuse(fd);
       this.#stats.refused++;
       return;
     }
@@ -240,23 +273,50 @@ export class Server {
         ...fields,
         max: this.#opts.maxConnections,
       });
-      safeClose(fd);
+      this.#refuse(fd);
       this.#stats.refused++;
       return;
     }
     const refusal = this.#opts.admit?.(peer) ?? null;
     if (refusal !== null) {
       log.warning("refusing connection {id}: {reason}", { ...fields, reason: refusal });
-      safeClose(fd);
+      this.#refuse(fd);
       this.#stats.refused++;
       return;
     }
-    const c = new Connection(fd, peer);
+    // per uid and per VM context (src/conn_limits.ts), after freeing hung-up slots
+    let over = this.#limits.check(peer);
+    if (over !== null) {
+      this.#reapGone(now);
+      over = this.#limits.check(peer);
+    }
+    if (over !== null) {
+      log.warning("refusing connection {id}: {reason}", {
+        ...fields,
+        reason: describeRefusal(over),
+      });
+      this.#refuse(fd);
+      this.#stats.refused++;
+      return;
+    }
+    const c = new Connection(fd, peer, { release: this.#release });
     this.#conns.set(fd, c);
+    this.#limits.add(peer);
+    this.#lastActive.set(c, now);
     this.#stats.accepted++;
     log.debug("connection {id} accepted", fields);
     this.#flush(c, now);
     this.#notify();
+  }
+
+  /**
+   * Close a connection that is refused at accept: EOF for the peer at once
+   * (it waits for a greeting), the close itself on the closer (the socket may
+   * hold fds in flight, and dropping them is a close too).
+   */
+  #refuse(fd: number): void {
+    shutdownSocket(fd);
+    this.#release(fd);
   }
 
   /**
@@ -274,6 +334,7 @@ export class Server {
   }
 
   #read(c: Connection, now: number): void {
+    this.#lastActive.set(c, now);
     const r = c.read(now);
     switch (r.kind) {
       case "wait":
@@ -288,7 +349,7 @@ export class Server {
       case "request":
         if (this.#stopping) {
           // arrived after the stop: answer as a busy device would, so nothing is lost silently
-          safeClose(r.request.fd);
+          this.#release(r.request.fd);
           c.queue(encodeReply({ status: 0x08 }, r.request.frame));
           this.#flush(c, now);
           return;
@@ -304,10 +365,11 @@ export class Server {
     const answer = (bytes: Uint8Array) => {
       if (answered) return;
       answered = true;
-      safeClose(request.fd);
+      this.#release(request.fd);
       this.#inFlight--;
       c.busy = false;
       c.requests++;
+      this.#lastActive.set(c, Date.now());
       this.#stats.requests++;
       if (!c.closed) {
         c.queue(bytes);
@@ -364,7 +426,38 @@ export class Server {
     }
   }
 
+  /**
+   * --idle-timeout: close connections at a frame boundary (nothing half-sent,
+   * nothing being answered or written) that showed no activity for that long.
+   * QEMU reconnects on its next command. Scanned at most once a second.
+   */
+  #expireIdle(now: number): void {
+    const ms = this.#opts.idleTimeoutMs ?? 0;
+    if (ms <= 0 || this.#stopping || now < this.#nextIdleScan) return;
+    this.#nextIdleScan = now + Math.min(1000, ms);
+    const idle = [...this.#conns.values()].filter((c) =>
+      !c.busy && !c.writing && c.waitingSince === 0 &&
+      now - (this.#lastActive.get(c) ?? now) >= ms
+    );
+    if (idle.length === 0) return;
+    // bytes that arrived since the last poll are a request to serve, not idleness
+    const ps = new PollSet(idle.length);
+    for (const c of idle) ps.add(c.fd, POLLIN);
+    ps.pollSync(0);
+    idle.forEach((c, i) => {
+      if (ps.revents(i) !== 0 || c.closed) return;
+      log.debug("closing connection {id}: idle for {s} s (--idle-timeout)", {
+        id: c.peer.connection,
+        s: ms / 1000,
+        pid: c.peer.pid,
+        uid: c.peer.uid,
+      });
+      this.#drop(c, null);
+    });
+  }
+
   #drop(c: Connection, reason: string | null): void {
+    if (this.#conns.get(c.fd) === c) this.#limits.remove(c.peer);
     if (reason !== null) {
       log.info("closing connection {id}: {reason}", {
         id: c.peer.connection,

@@ -218,7 +218,7 @@ Deno.test("check daemon: CAP_SYS_RAWIO present, missing, extra capabilities", ()
 });
 
 function st(mode: number, uid: number, gid: number, kind: FileStat["kind"] = "socket"): FileStat {
-  return { kind, mode, uid, gid, rdevMajor: 0, rdevMinor: 0, dev: 0n, ino: 0n, size: 0n };
+  return { kind, mode, uid, gid, rdevMajor: 0, rdevMinor: 0, dev: 0n, ino: 0n, nlink: 1, size: 0n };
 }
 
 Deno.test("check socket: can the QEMU user connect", () => {

@@ -489,7 +489,10 @@ Deno.test("daemon: a client stalled mid-CDB is dropped after --stall-timeout, ot
 });
 
 Deno.test("daemon: --max-connections refuses extra connections with a log line", async () => {
-  await using d = await startDaemon({ args: ["-q", "--max-connections", "2"] });
+  // the global limit alone: the per-uid one (default: half) raised to match (issue 14, 14.4)
+  await using d = await startDaemon({
+    args: ["-q", "--max-connections", "2", "--max-connections-per-uid", "2"],
+  });
   using fds = new FdSet(d.dir.path);
   const a = connectGreeted(d.socket).conn;
   const b = connectGreeted(d.socket).conn;

@@ -5,7 +5,16 @@
  */
 
 import assert from "node:assert/strict";
-import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
+import {
+  closeFd,
+  fstatFd,
+  O_DIRECTORY,
+  O_PATH,
+  O_RDONLY,
+  O_RDWR,
+  openPath,
+  statxFd,
+} from "../ffi/libc.ts";
 import { decideDevice, type DeviceFacts, probeDevice } from "../src/device_check.ts";
 import { formatSense, Sense } from "../src/sense.ts";
 import { FdSet } from "./helpers/protocol.ts";
@@ -156,4 +165,71 @@ Deno.test("decideDevice: a device removed while a client held its fd gets ENODEV
     }
   }
   assert.equal(decideDevice(facts({ present: true })).ok, true);
+});
+
+Deno.test("decideDevice (14.2): an O_PATH fd is refused 05/20/00 whatever it names", () => {
+  // what probeDevice reports for an O_PATH fd of a whole SCSI disk, an sg
+  // node or a multipath map: each would pass without the O_PATH flag
+  for (
+    const f of [
+      facts({ pathOnly: true, readOnly: true }),
+      facts({ kind: "char", major: 21, pathOnly: true, readOnly: true }),
+      facts({ major: 253, dmUuid: "mpath-3600140512345", pathOnly: true, readOnly: true }),
+    ]
+  ) {
+    assert.equal(decideDevice({ ...f, pathOnly: false }).ok, true);
+    refusedWith(f, /O_PATH/);
+  }
+});
+
+Deno.test("probeDevice (14.2): an fd opened O_PATH is seen as such and refused", () => {
+  using dir = new TempDir();
+  Deno.writeTextFileSync(dir.join("file"), "x");
+  for (
+    const [path, flags] of [["/dev/null", 0], [dir.join("file"), 0], [
+      dir.path,
+      O_DIRECTORY,
+    ]] as const
+  ) {
+    const fd = openPath(path, O_PATH | flags);
+    try {
+      const f = probeDevice(fd);
+      assert.equal(f.pathOnly, true, path);
+      const d = decideDevice(f);
+      assert.equal(d.ok, false, path);
+      if (!d.ok) {
+        assert.match(d.reason, /O_PATH/, path);
+        assert.equal(formatSense(d.sense), "05/20/00");
+      }
+    } finally {
+      closeFd(fd);
+    }
+  }
+  // an ordinary fd of the same node is not O_PATH
+  const plain = openPath("/dev/null", O_RDWR);
+  try {
+    assert.equal(probeDevice(plain).pathOnly, false);
+  } finally {
+    closeFd(plain);
+  }
+});
+
+Deno.test("statxFd (14.3): the same type and numbers as fstat, also on O_PATH fds", () => {
+  using dir = new TempDir();
+  using fds = new FdSet(dir.path);
+  const fd = openPath("/dev/null", O_PATH);
+  try {
+    for (const f of [...fds.fds.values(), fd]) {
+      const a = statxFd(f);
+      const b = fstatFd(f);
+      assert.deepEqual(
+        [a.kind, a.mode, a.rdevMajor, a.rdevMinor, a.dev, a.ino, a.uid, a.gid, a.nlink],
+        [b.kind, b.mode, b.rdevMajor, b.rdevMinor, b.dev, b.ino, b.uid, b.gid, b.nlink],
+      );
+      if (a.kind === "regular") assert.equal(a.size, b.size);
+    }
+  } finally {
+    closeFd(fd);
+  }
+  assert.throws(() => statxFd(fd), /statx\(\d+\) failed: EBADF/);
 });

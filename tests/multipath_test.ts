@@ -2,8 +2,19 @@
 // TransportID lists, type mapping, refusal senses, ioctl result mapping.
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { parsePrCdb, PrOutAction, prOutCdb, PrType } from "../src/cdb.ts";
-import { ioctlTypeOf, parseTransportIds, planPrOut, verdictForPrIoctl } from "../src/multipath.ts";
+import { parsePrCdb, PrInAction, prInCdb, PrOutAction, prOutCdb, PrType } from "../src/cdb.ts";
+import {
+  createMultipathHandler,
+  ioctlTypeOf,
+  isTransportFailure,
+  type MpathPath,
+  parseTransportIds,
+  planPrOut,
+  verdictForPrIoctl,
+} from "../src/multipath.ts";
+import type { PrIoctlJob, PrIoctlRun, SgIoExecutor, SgIoJob, SgIoRun } from "../src/executor.ts";
+import type { DeviceFacts } from "../src/device_check.ts";
+import type { Reply } from "../src/wire.ts";
 import { PR_FL_IGNORE_KEY, PrIoctl, prIoctlArgSize, PrIoctlType } from "../ffi/pr_ioctl.ts";
 import { Errno } from "../ffi/errno.ts";
 import { parseSense } from "../src/sense.ts";
@@ -265,4 +276,156 @@ Deno.test("multipath: PR ioctl request numbers are _IOW('p', nr, struct)", () =>
   assert.equal(PrIoctl.PREEMPT_ABORT, 0x401870cc);
   assert.equal(PrIoctl.CLEAR, 0x401070cd);
   assert.equal(prIoctlArgSize(0x2285), null);
+});
+
+// ---------------------------------------------------------------- finding 14.2: no path fallback for the client's fd
+
+function errnoRun(errno: number): SgIoRun {
+  return { outcome: { kind: "errno", errno }, data: new Uint8Array(0) };
+}
+
+function doneRun(hostStatus: number, data = new Uint8Array(0)): SgIoRun {
+  return {
+    outcome: {
+      kind: "done",
+      status: 0,
+      hostStatus,
+      driverStatus: 0,
+      sense: new Uint8Array(96),
+      resid: 0,
+    },
+    data,
+  };
+}
+
+/** What every path answers: GOOD, with the LUN's registered keys. */
+const PATH_KEYS = new Uint8Array([0, 0, 0, 1, 0, 0, 0, 8, 0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 1]);
+const PATHS: MpathPath[] = [
+  { name: "sda", major: 8, minor: 0, state: "running" },
+  { name: "sdb", major: 8, minor: 16, state: "running" },
+];
+const MPATH_FACTS: DeviceFacts = {
+  kind: "block",
+  major: 253,
+  minor: 0,
+  readOnly: false,
+  partition: false,
+  scsi: false,
+  dmUuid: "mpath-3600140512345",
+};
+
+/**
+ * A stand-in for the SG_IO executor: SG_IO on the client's fd answers
+ * `onDm`, SG_IO on a path the daemon opens itself answers GOOD with
+ * PATH_KEYS, a PR ioctl answers `onIoctl`. Jobs complete in order from
+ * {@linkcode run}'s loop, as from the executor's drain.
+ */
+function fakeExecutor(onDm: SgIoRun | Error, onIoctl: PrIoctlRun = { kind: "done", value: 0 }) {
+  const sgio: SgIoJob[] = [];
+  const ioctls: PrIoctlJob[] = [];
+  const pending: (() => void)[] = [];
+  const executor = {
+    maxWorkers: 4,
+    submit(job: SgIoJob, done: (r: SgIoRun | Error) => void) {
+      sgio.push(job);
+      pending.push(() =>
+        done(job.path ? doneRun(0, PATH_KEYS.slice(0, job.transferLength)) : onDm)
+      );
+    },
+    submitIoctl(job: PrIoctlJob, done: (r: PrIoctlRun | Error) => void) {
+      ioctls.push(job);
+      pending.push(() => done(onIoctl));
+    },
+  } as unknown as SgIoExecutor;
+  const run = (command: Uint8Array, payload = new Uint8Array(0)): Reply => {
+    const handler = createMultipathHandler({ executor, sgioTimeoutMs: 1000, paths: () => PATHS });
+    let reply: Reply | null = null;
+    handler({ fd: 42, command: parsePrCdb(command), payload, facts: MPATH_FACTS }, (r) => {
+      assert.equal(reply, null, "answered twice");
+      reply = r;
+    });
+    while (pending.length > 0) pending.shift()!();
+    assert.ok(reply !== null, "not answered");
+    return reply;
+  };
+  return { sgio, ioctls, run };
+}
+
+function senseText(reply: Reply): string {
+  const s = reply.sense ? parseSense(reply.sense) : null;
+  return s ? `${s.key.toString(16)}/${s.asc.toString(16)}/${s.ascq.toString(16)}` : "-";
+}
+
+Deno.test("multipath (14.2): which SG_IO failures on the dm fd count as a failed path", () => {
+  for (const errno of [Errno.EIO, Errno.ENXIO, Errno.ENODEV, Errno.ENOTCONN, Errno.ETIMEDOUT]) {
+    assert.equal(isTransportFailure(errnoRun(errno)), true, `errno ${errno}`);
+  }
+  assert.equal(isTransportFailure(errnoRun(Errno.ENOLINK)), true);
+  assert.equal(isTransportFailure(errnoRun(Errno.EREMOTEIO)), true);
+  assert.equal(isTransportFailure(doneRun(0x01)), true, "DID_NO_CONNECT");
+  // what the client's fd causes: never a reason to open the paths ourselves
+  for (
+    const errno of [
+      Errno.EBADF,
+      Errno.EPERM,
+      Errno.EACCES,
+      Errno.EINVAL,
+      Errno.ENOTTY,
+      Errno.EFAULT,
+      Errno.EOPNOTSUPP,
+    ]
+  ) {
+    assert.equal(isTransportFailure(errnoRun(errno)), false, `errno ${errno}`);
+  }
+  assert.equal(isTransportFailure(doneRun(0)), false);
+  assert.equal(isTransportFailure(new Error("the SG_IO worker failed")), false);
+});
+
+Deno.test("multipath (14.2): PR IN failing with EBADF on the client's fd (O_PATH) reads no path", () => {
+  const ex = fakeExecutor(errnoRun(Errno.EBADF));
+  const reply = ex.run(prInCdb(PrInAction.READ_KEYS, 16));
+  assert.deepEqual(ex.sgio.map((j) => j.path?.name ?? `fd ${j.fd}`), ["fd 42"]);
+  assert.equal(reply.status, 0x02, "the EBADF is answered as an error");
+  assert.equal(senseText(reply), "b/0/6");
+  assert.equal(reply.data?.length ?? 0, 0, "no keys from a path the client could not open");
+  // EPERM and EACCES alike
+  for (const errno of [Errno.EPERM, Errno.EACCES, Errno.EINVAL]) {
+    const other = fakeExecutor(errnoRun(errno));
+    other.run(prInCdb(PrInAction.READ_FULL_STATUS, 16));
+    assert.equal(other.sgio.filter((j) => j.path).length, 0, `errno ${errno}`);
+  }
+});
+
+Deno.test("multipath (14.2): PR IN that fails at transport level still goes to the paths", () => {
+  for (const failed of [errnoRun(Errno.EIO), errnoRun(Errno.ENODEV), doneRun(0x01)]) {
+    const ex = fakeExecutor(failed);
+    const reply = ex.run(prInCdb(PrInAction.READ_KEYS, 16));
+    assert.deepEqual(ex.sgio.map((j) => j.path?.name ?? `fd ${j.fd}`), ["fd 42", "/dev/sda"]);
+    assert.equal(reply.status, 0);
+    assert.deepEqual(reply.data, PATH_KEYS);
+  }
+});
+
+Deno.test("multipath (14.2): PR OUT by SG_IO (ioctls refused) does not go to the paths on EBADF", () => {
+  const reserve = () => {
+    const p = new Uint8Array(24);
+    new DataView(p.buffer).setBigUint64(0, 0x1234n);
+    return { cdb: prOutCdb(PrOutAction.RESERVE, 24, { type: PrType.WRITE_EXCLUSIVE }), p };
+  };
+  // the ioctl's EPERM switches to SG_IO (Linux < 6.5 without CAP_SYS_ADMIN);
+  // SG_IO on the client's fd then fails with EBADF: no path is tried
+  const { cdb, p } = reserve();
+  const ex = fakeExecutor(errnoRun(Errno.EBADF), { kind: "errno", errno: Errno.EPERM });
+  const reply = ex.run(cdb, p);
+  assert.equal(ex.ioctls.length, 1);
+  const afterIoctl = ex.sgio.filter((j) => j.cdb[0] === 0x5f);
+  assert.deepEqual(afterIoctl.map((j) => j.path?.name ?? `fd ${j.fd}`), ["fd 42"]);
+  assert.equal(reply.status, 0x02);
+  // a transport failure there does go on to a path
+  const io = fakeExecutor(errnoRun(Errno.EIO), { kind: "errno", errno: Errno.EPERM });
+  assert.equal(io.run(cdb, p).status, 0);
+  assert.deepEqual(
+    io.sgio.filter((j) => j.cdb[0] === 0x5f).map((j) => j.path?.name ?? `fd ${j.fd}`),
+    ["fd 42", "/dev/sda"],
+  );
 });

@@ -7,8 +7,9 @@
  * - otherwise (the default here: denort cannot be downloaded): the Deno
  *   runtime this project pins, at /usr/lib/prhelperd/deno, runs
  *   /usr/lib/prhelperd/prhelperd.js (`deno bundle` of main.ts) plus
- *   sgio_worker.js (the SG_IO Worker, bundled separately because it is loaded
- *   by URL), through the launcher /usr/bin/prhelperd, which passes the
+ *   sgio_worker.js and fd_closer_worker.js (the SG_IO and fd closer Workers,
+ *   each bundled separately because a Worker is loaded by URL), through the
+ *   launcher /usr/bin/prhelperd, which passes the
  *   permission set "daemon" of deno.json as command-line flags.
  *
  * Usage: deno run -A tools/build_deb.ts [--no-lintian]
@@ -28,6 +29,11 @@ const LIBDIR = "/usr/lib/prhelperd";
 const stage = `${root}/build/deb/prhelperd`;
 const dist = `${root}/dist`;
 const debFile = `${dist}/prhelperd_${debVersion}_${arch}.deb`;
+/** The Worker modules (loaded by URL, so bundled each as a file of its own): [entry, file]. */
+const WORKERS: readonly (readonly [string, string])[] = [
+  ["src/sgio_worker.ts", "sgio_worker.js"],
+  ["src/fd_closer_worker.ts", "fd_closer_worker.js"],
+];
 
 async function run(cmd: string, args: string[], options: { cwd?: string } = {}): Promise<string> {
   const out = await new Deno.Command(cmd, {
@@ -246,11 +252,9 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
     const bin = await compileBinary(`${root}/build/prhelperd-compiled`);
     await copy(bin, `${stage}/usr/bin/prhelperd`, 0o755);
   } else {
-    // Bundle the daemon and, separately, the Worker module it loads by URL.
+    // Bundle the daemon and, separately, each Worker module it loads by URL.
     await Deno.mkdir(`${stage}${LIBDIR}`, { recursive: true });
-    for (
-      const [entry, out] of [["main.ts", "prhelperd.js"], ["src/sgio_worker.ts", "sgio_worker.js"]]
-    ) {
+    for (const [entry, out] of [["main.ts", "prhelperd.js"], ...WORKERS]) {
       await run(Deno.execPath(), [
         "bundle",
         "--quiet",
@@ -262,16 +266,19 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
       ], { cwd: root });
       await Deno.chmod(`${stage}${LIBDIR}/${out}`, 0o644);
     }
-    // The bundle must load its Worker as sgio_worker.js (src/executor.ts picks
-    // the name by the extension of its own URL); a source-only URL would fail
-    // at the first SG_IO on an installed system.
+    // The bundle must load each Worker as NAME.js (src/executor.ts and
+    // src/fd_closer.ts pick the name by the extension of their own URL); a
+    // source-only URL would fail at the first use on an installed system.
     const bundle = await Deno.readTextFile(`${stage}${LIBDIR}/prhelperd.js`);
-    if (!bundle.includes('"./sgio_worker.js"')) {
-      throw new Error(
-        "the bundle does not load ./sgio_worker.js: src/executor.ts must build the Worker URL " +
-          'as new URL(import.meta.url.endsWith(".ts") ? "./sgio_worker.ts" : "./sgio_worker.js", ' +
-          "import.meta.url)",
-      );
+    for (const [entry, out] of WORKERS) {
+      if (!bundle.includes(`"./${out}"`)) {
+        const name = out.replace(/\.js$/, "");
+        throw new Error(
+          `the bundle does not load ./${out}: the module that starts ${entry} must build the ` +
+            `Worker URL as new URL(import.meta.url.endsWith(".ts") ? "./${name}.ts" : ` +
+            `"./${name}.js", import.meta.url)`,
+        );
+      }
     }
     await copy(denoBinary(), `${stage}${LIBDIR}/deno`, 0o755);
     const flags = launcherFlags(config.permissions.daemon);

@@ -68,6 +68,8 @@ export async function compileBinary(output = `${root}/dist/prhelperd`): Promise<
       v8FlagsArgument(),
       "--include",
       "src/sgio_worker.ts",
+      "--include",
+      "src/fd_closer_worker.ts",
       "-o",
       output,
       "main.ts",

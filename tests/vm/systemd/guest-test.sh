@@ -147,9 +147,10 @@ check 'journalctl -u prhelperd.service -p 4..4 -o cat --no-pager | grep -q "igno
 rm -rf /run/systemd/system/prhelperd.service.d; systemctl daemon-reload
 check 'systemctl stop prhelperd.socket prhelperd.service' "stop socket and service"
 
-# 6. outside systemd, as root: as libvirt runs it (-k only), and with -u/-g.
-#    Both re-execute themselves; SG_IO then runs on a Worker thread of the
-#    re-executed process, on the real LUN.
+# 6. outside systemd, as root: as libvirt runs it (-k only: with the package's
+#    prhelperd user present it switches to that user, issue 14.8), with -u root
+#    (keeps uid 0), and with -u/-g. All re-execute themselves; SG_IO then runs
+#    on a Worker thread of the re-executed process, on the real LUN.
 threads_ok() {  # PID UID GID: every thread has exactly these ids, no groups, RAWIO only, CapBnd 0
   local pid=$1 uid=$2 gid=$3 st bad_threads=0
   for st in /proc/$pid/task/*/status; do
@@ -162,10 +163,13 @@ threads_ok() {  # PID UID GID: every thread has exactly these ids, no groups, RA
   done
   [ $bad_threads = 0 ]
 }
-for mode in libvirt drop; do
+for mode in libvirt root drop; do
   sock=/run/prh-$mode.sock
-  if [ $mode = libvirt ]; then args="-k $sock"; uid=0; gid=0
-  else args="-k $sock -u nobody -g nogroup"; uid=65534; gid=65534; fi
+  case $mode in
+    libvirt) args="-k $sock"; uid=$(id -u prhelperd); gid=$(id -g prhelperd) ;;
+    root) args="-k $sock -u root"; uid=0; gid=0 ;;
+    *) args="-k $sock -u nobody -g nogroup"; uid=65534; gid=65534 ;;
+  esac
   (cd / && exec /usr/bin/prhelperd $args < /dev/null > /run/prh-$mode.log 2>&1) &
   pid=$!
   for i in $(seq 600); do [ -S $sock ] && break; sleep 0.1; done
