@@ -17,6 +17,17 @@
  */
 
 import { Errno, SysError } from "./errno.ts";
+import {
+  CMSGHDR,
+  IOVEC,
+  MSGHDR,
+  SIGACTION,
+  SIGSET,
+  SOCKADDR_UN,
+  STAT,
+  STATX,
+  UCRED,
+} from "./layouts.ts";
 
 /** Absolute path of the C library this process loads. */
 export const LIBC_PATH: string = Deno.build.arch === "aarch64"
@@ -276,9 +287,9 @@ function sockaddrUn(path: string): Uint8Array {
   if (bytes.length === 0 || bytes.length > 107) {
     throw new RangeError(`unix socket path "${path}" must be 1 to 107 bytes long`);
   }
-  const sa = new Uint8Array(110);
-  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
-  sa.set(bytes, 2);
+  const sa = new Uint8Array(SOCKADDR_UN.size);
+  new DataView(sa.buffer).setUint16(SOCKADDR_UN.sun_family, AF_UNIX, true);
+  sa.set(bytes, SOCKADDR_UN.sun_path);
   return sa;
 }
 
@@ -347,10 +358,15 @@ export interface PeerCred {
 
 /** SO_PEERCRED of a connected unix socket. */
 export function peerCred(fd: number): PeerCred {
-  const buf = new Int32Array(3);
-  const len = new Uint32Array([12]);
+  const buf = new Uint8Array(UCRED.size);
+  const len = new Uint32Array([buf.length]);
   check("getsockopt", libc.getsockopt(fd, SOL_SOCKET, SO_PEERCRED, buf, len), "SO_PEERCRED");
-  return { pid: buf[0], uid: buf[1] >>> 0, gid: buf[2] >>> 0 };
+  const v = new DataView(buf.buffer);
+  return {
+    pid: v.getInt32(UCRED.pid, true),
+    uid: v.getUint32(UCRED.uid, true),
+    gid: v.getUint32(UCRED.gid, true),
+  };
 }
 
 /** SO_PEERSEC of a connected unix socket: the peer's security context, or null if none. */
@@ -411,10 +427,10 @@ export function sendDatagram(fd: number, path: string, data: Uint8Array): void {
   if (bytes.length === 0 || bytes.length > 107) {
     throw new RangeError(`datagram socket path "${path}" must be 1 to 107 bytes long`);
   }
-  const sa = new Uint8Array(110);
-  new DataView(sa.buffer).setUint16(0, AF_UNIX, true);
-  sa.set(bytes, abstract ? 3 : 2);
-  const salen = 2 + (abstract ? 1 : 0) + bytes.length + (abstract ? 0 : 1);
+  const sa = new Uint8Array(SOCKADDR_UN.size);
+  new DataView(sa.buffer).setUint16(SOCKADDR_UN.sun_family, AF_UNIX, true);
+  sa.set(bytes, SOCKADDR_UN.sun_path + (abstract ? 1 : 0));
+  const salen = SOCKADDR_UN.sun_path + (abstract ? 1 : 0) + bytes.length + (abstract ? 0 : 1);
   check("sendto", libc.sendto(fd, data, BigInt(data.length), MSG_NOSIGNAL, sa, salen), path);
 }
 
@@ -422,8 +438,11 @@ export function sendDatagram(fd: number, path: string, data: Uint8Array): void {
 
 /** Largest number of fds one recvmsg can deliver to us; more sets `truncated`. */
 export const MAX_FDS_PER_MESSAGE = 16;
-const CMSG_HDR = 16;
+const CMSG_HDR = CMSGHDR.data;
 const CONTROL_LEN = CMSG_HDR + 4 * MAX_FDS_PER_MESSAGE;
+/** Where the iovec and the control area sit in {@linkcode MsgBuffers}' one buffer. */
+const IOV_AT = MSGHDR.size;
+const CONTROL_AT = IOV_AT + IOVEC.size;
 
 /** Result of {@linkcode recvWithFds}. */
 export interface Received {
@@ -437,25 +456,31 @@ export interface Received {
 
 /**
  * A reusable msghdr + iovec + control buffer, so a receive or send makes no garbage.
- * One instance per thread; not reentrant.
+ * One instance per thread; not reentrant. The msghdr points into the same
+ * buffer; its address is taken anew for each call (`prepare`), and the
+ * control length can never exceed the control area (`controlLen` is checked).
  */
 class MsgBuffers {
-  readonly mem = new ArrayBuffer(56 + 16 + CONTROL_LEN);
+  readonly mem = new ArrayBuffer(CONTROL_AT + CONTROL_LEN);
   readonly view = new DataView(this.mem);
-  readonly base = addressOf(new Uint8Array(this.mem));
-  readonly control = new Uint8Array(this.mem, 72, CONTROL_LEN);
+  readonly control = new Uint8Array(this.mem, CONTROL_AT, CONTROL_LEN);
+  readonly header = new Uint8Array(this.mem, 0, MSGHDR.size);
 
   prepare(iovAddr: bigint, iovLen: number, controlLen: number): void {
+    if (controlLen < 0 || controlLen > this.control.length) {
+      throw new RangeError(`control length ${controlLen} outside 0..${this.control.length}`);
+    }
+    const base = addressOf(this.header);
     const v = this.view;
-    v.setBigUint64(0, 0n, true); // msg_name
-    v.setUint32(8, 0, true); // msg_namelen
-    v.setBigUint64(16, this.base + 56n, true); // msg_iov -> iovec at 56
-    v.setBigUint64(24, 1n, true); // msg_iovlen
-    v.setBigUint64(32, controlLen > 0 ? this.base + 72n : 0n, true); // msg_control
-    v.setBigUint64(40, BigInt(controlLen), true); // msg_controllen
-    v.setInt32(48, 0, true); // msg_flags
-    v.setBigUint64(56, iovAddr, true); // iov_base
-    v.setBigUint64(64, BigInt(iovLen), true); // iov_len
+    v.setBigUint64(MSGHDR.msg_name, 0n, true);
+    v.setUint32(MSGHDR.msg_namelen, 0, true);
+    v.setBigUint64(MSGHDR.msg_iov, base + BigInt(IOV_AT), true);
+    v.setBigUint64(MSGHDR.msg_iovlen, 1n, true);
+    v.setBigUint64(MSGHDR.msg_control, controlLen > 0 ? base + BigInt(CONTROL_AT) : 0n, true);
+    v.setBigUint64(MSGHDR.msg_controllen, BigInt(controlLen), true);
+    v.setInt32(MSGHDR.msg_flags, 0, true);
+    v.setBigUint64(IOV_AT + IOVEC.iov_base, iovAddr, true);
+    v.setBigUint64(IOV_AT + IOVEC.iov_len, BigInt(iovLen), true);
   }
 }
 
@@ -479,7 +504,7 @@ export function recvWithFds(
   msg.prepare(addressOf(buf) + BigInt(offset), length, CONTROL_LEN);
   const flags = MSG_CMSG_CLOEXEC | (options.dontWait ? MSG_DONTWAIT : 0);
   // keep `buf` alive across the call: it is referenced by address only
-  const rc = Number(libc.recvmsg(fd, new Uint8Array(msg.mem, 0, 56), flags));
+  const rc = Number(libc.recvmsg(fd, msg.header, flags));
   if (rc < 0) {
     const e = lastErrno();
     if (e === Errno.EAGAIN || e === Errno.EINTR) return null;
@@ -487,18 +512,18 @@ export function recvWithFds(
   }
   void buf.length;
   const v = msg.view;
-  const controlLen = Number(v.getBigUint64(40, true));
-  const truncated = (v.getInt32(48, true) & MSG_CTRUNC) !== 0;
+  const controlLen = Number(v.getBigUint64(MSGHDR.msg_controllen, true));
+  const truncated = (v.getInt32(MSGHDR.msg_flags, true) & MSG_CTRUNC) !== 0;
   const fds: number[] = [];
   let off = 0;
   while (off + CMSG_HDR <= controlLen) {
-    const cmsgLen = Number(v.getBigUint64(72 + off, true));
+    const cmsgLen = Number(v.getBigUint64(CONTROL_AT + off + CMSGHDR.cmsg_len, true));
     if (cmsgLen < CMSG_HDR) break;
-    const level = v.getInt32(72 + off + 8, true);
-    const type = v.getInt32(72 + off + 12, true);
+    const level = v.getInt32(CONTROL_AT + off + CMSGHDR.cmsg_level, true);
+    const type = v.getInt32(CONTROL_AT + off + CMSGHDR.cmsg_type, true);
     if (level === SOL_SOCKET && type === SCM_RIGHTS) {
       const n = Math.floor((cmsgLen - CMSG_HDR) / 4);
-      for (let i = 0; i < n; i++) fds.push(v.getInt32(72 + off + CMSG_HDR + 4 * i, true));
+      for (let i = 0; i < n; i++) fds.push(v.getInt32(CONTROL_AT + off + CMSG_HDR + 4 * i, true));
     }
     off += (cmsgLen + 7) & ~7;
   }
@@ -523,14 +548,14 @@ export function sendWithFds(
     controlLen = (CMSG_HDR + 4 * fds.length + 7) & ~7;
     const v = msg.view;
     msg.control.fill(0);
-    v.setBigUint64(72, BigInt(CMSG_HDR + 4 * fds.length), true);
-    v.setInt32(80, SOL_SOCKET, true);
-    v.setInt32(84, SCM_RIGHTS, true);
-    fds.forEach((f, i) => v.setInt32(88 + 4 * i, f, true));
+    v.setBigUint64(CONTROL_AT + CMSGHDR.cmsg_len, BigInt(CMSG_HDR + 4 * fds.length), true);
+    v.setInt32(CONTROL_AT + CMSGHDR.cmsg_level, SOL_SOCKET, true);
+    v.setInt32(CONTROL_AT + CMSGHDR.cmsg_type, SCM_RIGHTS, true);
+    fds.forEach((f, i) => v.setInt32(CONTROL_AT + CMSG_HDR + 4 * i, f, true));
   }
   msg.prepare(addressOf(data), data.length, controlLen);
   const flags = MSG_NOSIGNAL | (options.dontWait ? MSG_DONTWAIT : 0);
-  const rc = Number(libc.sendmsg(fd, new Uint8Array(msg.mem, 0, 56), flags));
+  const rc = Number(libc.sendmsg(fd, msg.header, flags));
   void data.length;
   if (rc < 0) {
     const e = lastErrno();
@@ -743,16 +768,17 @@ function kindOf(mode: number): FileKind {
 }
 
 function decodeStat(buf: DataView): FileStat {
-  // struct stat, x86_64 and aarch64 generic layouts differ; x86_64 offsets below.
-  const x86 = Deno.build.arch !== "aarch64";
-  const dev = buf.getBigUint64(0, true);
-  const ino = buf.getBigUint64(8, true);
-  const mode = x86 ? buf.getUint32(24, true) : buf.getUint32(16, true);
-  const nlink = x86 ? Number(buf.getBigUint64(16, true)) : buf.getUint32(20, true);
-  const uid = x86 ? buf.getUint32(28, true) : buf.getUint32(24, true);
-  const gid = x86 ? buf.getUint32(32, true) : buf.getUint32(28, true);
-  const rdev = buf.getBigUint64(x86 ? 40 : 32, true);
-  const size = buf.getBigInt64(48, true);
+  // struct stat of this architecture (ffi/layouts.ts)
+  const dev = buf.getBigUint64(STAT.st_dev, true);
+  const ino = buf.getBigUint64(STAT.st_ino, true);
+  const mode = buf.getUint32(STAT.st_mode, true);
+  const nlink = STAT.nlinkBytes === 8
+    ? Number(buf.getBigUint64(STAT.st_nlink, true))
+    : buf.getUint32(STAT.st_nlink, true);
+  const uid = buf.getUint32(STAT.st_uid, true);
+  const gid = buf.getUint32(STAT.st_gid, true);
+  const rdev = buf.getBigUint64(STAT.st_rdev, true);
+  const size = buf.getBigInt64(STAT.st_size, true);
   // glibc's gnu_dev_major/minor
   const major = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn & 0xffffffffn));
   const minor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn & 0xffffffffn));
@@ -772,7 +798,7 @@ function decodeStat(buf: DataView): FileStat {
 
 /** fstat(2). */
 export function fstatFd(fd: number): FileStat {
-  const buf = new Uint8Array(256);
+  const buf = new Uint8Array(STAT.size);
   check("fstat", libc.fstat(fd, buf), String(fd));
   return decodeStat(new DataView(buf.buffer));
 }
@@ -781,7 +807,7 @@ const AT_EMPTY_PATH = 0x1000;
 const AT_STATX_DONT_SYNC = 0x4000;
 const STATX_TYPE = 0x1;
 const STATX_INO = 0x100;
-const STATX_SIZE = 256; // sizeof(struct statx), <linux/stat.h>
+const STATX_SIZE = STATX.size;
 
 /**
  * statx(fd, "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO):
@@ -799,24 +825,21 @@ export function statxFd(fd: number): FileStat {
     libc.statx(fd, cString(""), AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, buf),
     String(fd),
   );
-  // struct statx (<linux/stat.h>, the same on every architecture):
-  // stx_nlink at 0x10, stx_uid 0x14, stx_gid 0x18, stx_mode (u16) 0x1c, stx_ino 0x20,
-  // stx_size 0x28, stx_rdev_major/minor 0x80/0x84, stx_dev_major/minor 0x88/0x8c
   const v = new DataView(buf.buffer);
-  const mode = v.getUint16(0x1c, true);
-  const devMajor = v.getUint32(0x88, true);
-  const devMinor = v.getUint32(0x8c, true);
+  const mode = v.getUint16(STATX.stx_mode, true);
+  const devMajor = v.getUint32(STATX.stx_dev_major, true);
+  const devMinor = v.getUint32(STATX.stx_dev_minor, true);
   return {
     kind: kindOf(mode),
     mode,
-    rdevMajor: v.getUint32(0x80, true),
-    rdevMinor: v.getUint32(0x84, true),
+    rdevMajor: v.getUint32(STATX.stx_rdev_major, true),
+    rdevMinor: v.getUint32(STATX.stx_rdev_minor, true),
     dev: makeDev(devMajor, devMinor),
-    ino: v.getBigUint64(0x20, true),
-    uid: v.getUint32(0x14, true),
-    gid: v.getUint32(0x18, true),
-    size: v.getBigUint64(0x28, true),
-    nlink: v.getUint32(0x10, true),
+    ino: v.getBigUint64(STATX.stx_ino, true),
+    uid: v.getUint32(STATX.stx_uid, true),
+    gid: v.getUint32(STATX.stx_gid, true),
+    size: v.getBigUint64(STATX.stx_size, true),
+    nlink: v.getUint32(STATX.stx_nlink, true),
   };
 }
 
@@ -830,7 +853,7 @@ function makeDev(major: number, minor: number): bigint {
 
 /** stat(2); null if the path does not exist. */
 export function statPath(path: string): FileStat | null {
-  const buf = new Uint8Array(256);
+  const buf = new Uint8Array(STAT.size);
   const rc = libc.stat(cString(path), buf);
   if (rc < 0) {
     const e = lastErrno();
@@ -941,7 +964,7 @@ export function setNofileLimit(soft: bigint, hard: bigint): void {
 }
 
 const SIG_IGN = 1n;
-const SIGACTION_SIZE = 152; // glibc struct sigaction on 64-bit Linux: handler, 128-byte mask, flags, restorer
+const SIGACTION_SIZE = SIGACTION.size; // glibc struct sigaction: handler, 128-byte mask, flags, restorer
 
 /**
  * Make sure `signo` is ignored (SIG_IGN), whatever handler the runtime put
@@ -958,7 +981,7 @@ export function ensureSignalIgnored(signo: number): boolean {
 }
 
 const SIG_BLOCK = 0;
-const SIGSET_SIZE = 128; // glibc sigset_t: 1024 bits
+const SIGSET_SIZE = SIGSET.size; // glibc sigset_t: 1024 bits
 
 /**
  * Block `signo` in the calling thread's signal mask (pthread_sigmask). The

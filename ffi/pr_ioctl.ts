@@ -21,6 +21,7 @@
  * @module
  */
 
+import { PR_STRUCTS } from "./layouts.ts";
 import { lastErrno, libc } from "./libc.ts";
 
 function iow(nr: number, size: number): number {
@@ -29,12 +30,12 @@ function iow(nr: number, size: number): number {
 
 /** The PR ioctl request numbers. */
 export const PrIoctl = {
-  REGISTER: iow(200, 24),
-  RESERVE: iow(201, 16),
-  RELEASE: iow(202, 16),
-  PREEMPT: iow(203, 24),
-  PREEMPT_ABORT: iow(204, 24),
-  CLEAR: iow(205, 16),
+  REGISTER: iow(200, PR_STRUCTS.pr_registration),
+  RESERVE: iow(201, PR_STRUCTS.pr_reservation),
+  RELEASE: iow(202, PR_STRUCTS.pr_reservation),
+  PREEMPT: iow(203, PR_STRUCTS.pr_preempt),
+  PREEMPT_ABORT: iow(204, PR_STRUCTS.pr_preempt),
+  CLEAR: iow(205, PR_STRUCTS.pr_clear),
 } as const;
 
 /** `PR_FL_IGNORE_KEY`: REGISTER AND IGNORE EXISTING KEY. */
@@ -51,12 +52,12 @@ export const PrIoctlType = {
 } as const;
 
 const SIZES: ReadonlyMap<number, number> = new Map([
-  [PrIoctl.REGISTER, 24],
-  [PrIoctl.RESERVE, 16],
-  [PrIoctl.RELEASE, 16],
-  [PrIoctl.PREEMPT, 24],
-  [PrIoctl.PREEMPT_ABORT, 24],
-  [PrIoctl.CLEAR, 16],
+  [PrIoctl.REGISTER, PR_STRUCTS.pr_registration],
+  [PrIoctl.RESERVE, PR_STRUCTS.pr_reservation],
+  [PrIoctl.RELEASE, PR_STRUCTS.pr_reservation],
+  [PrIoctl.PREEMPT, PR_STRUCTS.pr_preempt],
+  [PrIoctl.PREEMPT_ABORT, PR_STRUCTS.pr_preempt],
+  [PrIoctl.CLEAR, PR_STRUCTS.pr_clear],
 ]);
 
 /** The size of the struct a PR ioctl request takes, or null if `request` is not one. */

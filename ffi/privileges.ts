@@ -13,6 +13,7 @@
  */
 
 import { SysError } from "./errno.ts";
+import { CAP, GROUP, PASSWD } from "./layouts.ts";
 import { addressOf, cString, lastErrno, libc, readSmallFile } from "./libc.ts";
 
 /** Capability numbers used by the daemon (`<linux/capability.h>`). */
@@ -56,7 +57,7 @@ function capHeader(): Uint32Array {
 /** capget(2) for the calling thread. */
 export function capGet(): CapSets {
   // two struct __user_cap_data_struct { __u32 effective, permitted, inheritable; }
-  const data = new Uint32Array(6);
+  const data = new Uint32Array((2 * CAP.dataSize) / 4);
   check("capget", libc.capget(capHeader(), data));
   const join = (lo: number, hi: number) => BigInt(lo) | (BigInt(hi) << 32n);
   return {
@@ -265,21 +266,25 @@ export function userByName(name: string): UserEntry | null {
   const v = nssLookup(
     "getpwnam_r",
     name,
-    48,
+    PASSWD.size,
     (st, buf, out) => libc.getpwnam_r(cString(name), st, buf, BigInt(buf.length), out),
   );
-  return v === null ? null : { name, uid: v.getUint32(16, true), gid: v.getUint32(20, true) };
+  return v === null
+    ? null
+    : { name, uid: v.getUint32(PASSWD.pw_uid, true), gid: v.getUint32(PASSWD.pw_gid, true) };
 }
 
 /** getpwuid_r(3); null if no user has this uid. */
 export function userById(uid: number): UserEntry | null {
   let name = "";
-  const v = nssLookup("getpwuid_r", String(uid), 48, (st, buf, out) => {
+  const v = nssLookup("getpwuid_r", String(uid), PASSWD.size, (st, buf, out) => {
     const rc = libc.getpwuid_r(uid, st, buf, BigInt(buf.length), out);
     if (rc === 0 && out[0] !== 0n) name = nameFromBuffer(st, buf);
     return rc;
   });
-  return v === null ? null : { name, uid: v.getUint32(16, true), gid: v.getUint32(20, true) };
+  return v === null
+    ? null
+    : { name, uid: v.getUint32(PASSWD.pw_uid, true), gid: v.getUint32(PASSWD.pw_gid, true) };
 }
 
 /** getgrnam_r(3); null if there is no such group. */
@@ -287,15 +292,15 @@ export function groupByName(name: string): GroupEntry | null {
   const v = nssLookup(
     "getgrnam_r",
     name,
-    32,
+    GROUP.size,
     (st, buf, out) => libc.getgrnam_r(cString(name), st, buf, BigInt(buf.length), out),
   );
-  return v === null ? null : { name, gid: v.getUint32(16, true) };
+  return v === null ? null : { name, gid: v.getUint32(GROUP.gr_gid, true) };
 }
 
 // The first string field (pw_name) points into `buf`; find it by offset.
 function nameFromBuffer(st: Uint8Array, buf: Uint8Array): string {
-  const ptr = new DataView(st.buffer).getBigUint64(0, true);
+  const ptr = new DataView(st.buffer).getBigUint64(PASSWD.pw_name, true);
   const base = addressOf(buf as Uint8Array<ArrayBuffer>);
   const off = Number(ptr - base);
   if (off < 0 || off >= buf.length) return "";

@@ -50,6 +50,7 @@
 
 import { cString, cStringAt, lastErrno } from "./libc.ts";
 import { SysError } from "./errno.ts";
+import { AV_DECISION } from "./layouts.ts";
 
 /** Absolute path of libselinux for this architecture. */
 export const LIBSELINUX_PATH: string = Deno.build.arch === "aarch64"
@@ -183,7 +184,7 @@ export class Libselinux {
     tcon: string,
     options: { tclass: number; requested: number },
   ): AvDecision {
-    const avd = new Uint32Array(6);
+    const avd = new Uint8Array(AV_DECISION.size);
     const rc = this.#s.security_compute_av_flags_raw(
       cString(scon),
       cString(tcon),
@@ -194,13 +195,14 @@ export class Libselinux {
     if (rc < 0) {
       throw new SysError("security_compute_av_flags_raw", lastErrno(), `${scon} ${tcon}`);
     }
+    const v = new DataView(avd.buffer);
     return {
-      allowed: avd[0],
-      decided: avd[1],
-      auditallow: avd[2],
-      auditdeny: avd[3],
-      seqno: avd[4],
-      flags: avd[5],
+      allowed: v.getUint32(AV_DECISION.allowed, true),
+      decided: v.getUint32(AV_DECISION.decided, true),
+      auditallow: v.getUint32(AV_DECISION.auditallow, true),
+      auditdeny: v.getUint32(AV_DECISION.auditdeny, true),
+      seqno: v.getUint32(AV_DECISION.seqno, true),
+      flags: v.getUint32(AV_DECISION.flags, true),
     };
   }
 

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { STATFS } from "./layouts.ts";
 import { Errno, SysError } from "./errno.ts";
 import { closeFd, cString, lastErrno, LIBC_PATH, O_RDONLY, openPath, readFd } from "./libc.ts";
 
@@ -35,14 +36,6 @@ const ST_RDONLY = 0x0001;
 /** `ST_VALID`: `f_flags` is filled in (Linux ≥ 2.6.36). */
 const ST_VALID = 0x0020;
 
-/**
- * `struct statfs` on x86_64 and aarch64: 15 words of 8 bytes (`f_type`,
- * `f_bsize`, 5 block/file counts, `f_fsid` (2 × int), `f_namelen`,
- * `f_frsize`, `f_flags`, 4 spare). `f_flags` is word 10.
- */
-const STATFS_WORDS = 15;
-const F_FLAGS_WORD = 10;
-
 /** What `statfs(2)` says about a path. */
 export interface FilesystemStatus {
   /** `f_type` (low 32 bits), e.g. {@linkcode SELINUX_MAGIC}. */
@@ -56,16 +49,17 @@ export interface FilesystemStatus {
  * errors throw {@linkcode SysError}.
  */
 export function statFilesystem(path: string): FilesystemStatus | null {
-  const buf = new BigUint64Array(STATFS_WORDS);
+  const buf = new Uint8Array(STATFS.size);
   const rc = lib.symbols.statfs(cString(path), buf);
   if (rc < 0) {
     const e = lastErrno();
     if (e === Errno.ENOENT || e === Errno.ENOTDIR) return null;
     throw new SysError("statfs", e, path);
   }
-  const flags = Number(buf[F_FLAGS_WORD] & 0xffffffffn);
+  const v = new DataView(buf.buffer);
+  const flags = v.getUint32(STATFS.f_flags, true);
   return {
-    type: Number(buf[0] & 0xffffffffn),
+    type: v.getUint32(STATFS.f_type, true),
     readOnly: (flags & ST_VALID) !== 0 && (flags & ST_RDONLY) !== 0,
   };
 }

@@ -31,6 +31,7 @@
  * @module
  */
 
+import { SG_IO_HDR as H } from "./layouts.ts";
 import { addressOf, lastErrno, libc } from "./libc.ts";
 
 const SG_IO = 0x2285n;
@@ -102,7 +103,7 @@ export function sgIo(fd: number, req: SgIoRequest): SgIoResult {
   if (req.cdb.length < 6 || req.cdb.length > 16) {
     throw new RangeError(`CDB length ${req.cdb.length} is not 6..16`);
   }
-  const hdr = new Uint8Array(88);
+  const hdr = new Uint8Array(H.size);
   const v = new DataView(hdr.buffer);
   const cdb = req.cdb.slice();
   const sense = new Uint8Array(SG_SENSE_LEN);
@@ -112,16 +113,20 @@ export function sgIo(fd: number, req: SgIoRequest): SgIoResult {
     : req.direction === "out"
     ? SG_DXFER_TO_DEV
     : SG_DXFER_NONE;
-  v.setInt32(0, 0x53, true); // 'S'
-  v.setInt32(4, direction, true);
-  v.setUint8(8, cdb.length);
-  v.setUint8(9, SG_SENSE_LEN);
-  v.setUint16(10, 0, true);
-  v.setUint32(12, req.direction === "none" ? 0 : data.length, true);
-  v.setBigUint64(16, req.direction === "none" || data.length === 0 ? 0n : addressOf(data), true);
-  v.setBigUint64(24, addressOf(cdb), true);
-  v.setBigUint64(32, addressOf(sense), true);
-  v.setUint32(40, Math.max(1, Math.min(req.timeoutMs, 0xffffffff)), true);
+  v.setInt32(H.interface_id, 0x53, true); // 'S'
+  v.setInt32(H.dxfer_direction, direction, true);
+  v.setUint8(H.cmd_len, cdb.length);
+  v.setUint8(H.mx_sb_len, sense.length);
+  v.setUint16(H.iovec_count, 0, true);
+  v.setUint32(H.dxfer_len, req.direction === "none" ? 0 : data.length, true);
+  v.setBigUint64(
+    H.dxferp,
+    req.direction === "none" || data.length === 0 ? 0n : addressOf(data),
+    true,
+  );
+  v.setBigUint64(H.cmdp, addressOf(cdb), true);
+  v.setBigUint64(H.sbp, addressOf(sense), true);
+  v.setUint32(H.timeout, Math.max(1, Math.min(req.timeoutMs, 0xffffffff)), true);
   const rc = libc.ioctl(fd, SG_IO, hdr);
   if (rc < 0) return { kind: "errno", errno: lastErrno() };
   // cdb, sense and data were referenced by address only; keep them reachable here.
@@ -129,12 +134,12 @@ export function sgIo(fd: number, req: SgIoRequest): SgIoResult {
   void data.length;
   return {
     kind: "done",
-    status: v.getUint8(64),
-    hostStatus: v.getUint16(68, true),
-    driverStatus: v.getUint16(70, true),
+    status: v.getUint8(H.status),
+    hostStatus: v.getUint16(H.host_status, true),
+    driverStatus: v.getUint16(H.driver_status, true),
     sense,
-    senseLen: v.getUint8(67),
-    resid: v.getInt32(72, true),
-    durationMs: v.getUint32(76, true),
+    senseLen: v.getUint8(H.sb_len_wr),
+    resid: v.getInt32(H.resid, true),
+    durationMs: v.getUint32(H.duration, true),
   };
 }

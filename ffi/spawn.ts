@@ -8,10 +8,11 @@
  */
 
 import { SysError } from "./errno.ts";
+import { SPAWNATTR_ROOM } from "./layouts.ts";
 import { cString, cStringTable, lastErrno, libc } from "./libc.ts";
 
 const POSIX_SPAWN_SETSID = 0x80;
-const SPAWNATTR_SIZE = 512; // glibc's posix_spawnattr_t is 336 bytes on 64-bit
+const SPAWNATTR_SIZE = SPAWNATTR_ROOM; // glibc's posix_spawnattr_t is 336 bytes on 64-bit
 
 /** Spawn `path` with `argv` and `envp` in a new session; returns the child's pid. */
 export function spawnDetached(

@@ -26,7 +26,7 @@ count() { # count NAME RC: one pass/fail item
 }
 
 # ---------------------------------------------------------------- installs
-HOST_PKGS="qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc libc6-dev bc systemd util-linux strace dmsetup lintian dpkg-dev debootstrap e2fsprogs socat"
+HOST_PKGS="libselinux1-dev qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc libc6-dev bc systemd util-linux strace dmsetup lintian dpkg-dev debootstrap e2fsprogs socat"
 need_pkgs=""
 for p in $HOST_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs="$need_pkgs $p"
