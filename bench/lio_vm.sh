@@ -6,14 +6,17 @@
 # and leaves tests/vm/out/ alone.
 #
 #   bench/lio_vm.sh [-i ITERATIONS] [-r ROUNDS] [-a tcg|kvm] [-c CPUS] [-T TIMEOUT_S]
+#                   [-d pkg|jit|jitless]
+#     -d  which prhelperd: the package as shipped (default), or main.ts from
+#         the tree with V8's JIT, or the same without it (the JIT's cost)
 set -euo pipefail
 BENCH=$(cd "$(dirname "$0")" && pwd)
 . "$BENCH/../tests/vm/common.sh"
-ITER=200 ROUNDS=5 ACCEL=tcg CPUS=2 TMO=900
-while getopts i:r:a:c:T: o; do
+ITER=200 ROUNDS=5 ACCEL=tcg CPUS=2 TMO=900 DAEMON=pkg
+while getopts i:r:a:c:T:d: o; do
   case $o in
     i) ITER=$OPTARG ;; r) ROUNDS=$OPTARG ;; a) ACCEL=$OPTARG ;; c) CPUS=$OPTARG ;;
-    T) TMO=$OPTARG ;; *) sed -n '2,9p' "$0"; exit 2 ;;
+    T) TMO=$OPTARG ;; d) DAEMON=$OPTARG ;; *) sed -n '2,12p' "$0"; exit 2 ;;
   esac
 done
 for f in "$WORK/KVER" "$WORK/out/rig.cpio.gz"; do
@@ -25,7 +28,8 @@ DENO_REL=${DENO#"$PROJ"/}
 SHARE=$(mktemp -d /tmp/prhelperd-lio-bench.XXXXXX)
 trap 'rm -rf "$SHARE"' EXIT
 install -m755 "$BENCH/lio_guest.sh" "$SHARE/run.sh"
-printf 'ITER=%s ROUNDS=%s\n' "$ITER" "$ROUNDS" > "$SHARE/lio-params"
+case $DAEMON in pkg|jit|jitless) ;; *) echo "lio_vm: -d \"$DAEMON\" must be pkg, jit or jitless" >&2; exit 2 ;; esac
+printf 'ITER=%s ROUNDS=%s LIO_DAEMON=%s\n' "$ITER" "$ROUNDS" "$DAEMON" > "$SHARE/lio-params"
 case $ACCEL in
   tcg) ACC=(-accel tcg,thread=multi -cpu max) ;;
   kvm) ACC=(-accel kvm -cpu host,-arch-capabilities) ;;

@@ -27,6 +27,7 @@ function manOptions(roff: string): Map<string, string> {
     const long = tag.match(/--[a-z][a-z0-9-]*/);
     assert.ok(long, `no long option in "${lines[i + 1]}"`);
     const short = tag.match(/(?:^|[\s"])(-[A-Za-z])(?=[\s"])/);
+    assert.ok(!out.has(long[0]), `${long[0]} is described twice in OPTIONS`);
     out.set(long[0], short?.[1] ?? "");
   });
   return out;
