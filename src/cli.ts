@@ -48,7 +48,7 @@ export interface DaemonOptions {
   /** Connections one per-VM SELinux context may hold. */
   maxConnectionsPerContext: number;
   maxSgioWorkers: number;
-  /** SELinux access check: auto (on when SELinux is enabled), off, require. */
+  /** SELinux access check: auto (on where the kernel runs SELinux; refuses to start there if it cannot check), off, require. */
   selinux: "auto" | "off" | "require";
   /** Peer policy: users (names or uids) allowed to connect; null for no restriction. */
   allowUsers: string[] | null;

@@ -46,6 +46,7 @@ import {
   decideAccess,
   type DeviceKind,
   securityClassFor,
+  selinuxActive,
 } from "../access_policy.ts";
 import { PrInAction, prInCdb } from "../cdb.ts";
 import { PrHelperClient } from "../client.ts";
@@ -53,6 +54,7 @@ import { decideDevice, type DeviceFacts, probeDevice } from "../device_check.ts"
 import { Cap, capBit } from "../../ffi/privileges.ts";
 import { parseStatus, type StatusCreds } from "../privileges.ts";
 import { formatSense, mapSgIoOutcome, parseSense } from "../sense.ts";
+import { readKernelSelinuxFacts } from "../selinux_access.ts";
 import { ScsiStatus } from "../wire.ts";
 import { type CapabilitiesData, decodePrIn, PR_TYPE_NAMES, scsiStatusName } from "./prin_decode.ts";
 import { writeText } from "./client_command.ts";
@@ -761,8 +763,9 @@ function probeSelinux(
 ): SelinuxProbe {
   const load = openLibselinux();
   const base = clientContext === null ? {} : { clientContext };
+  // "active" as the daemon decides it: from the kernel, never is_selinux_enabled()
+  const { active, evidence } = selinuxActive(readKernelSelinuxFacts());
   if (!load.ok) {
-    const active = statPath("/sys/fs/selinux/enforce") !== null;
     return {
       ...base,
       state: {
@@ -776,7 +779,9 @@ function probeSelinux(
   }
   const lib = load.lib;
   try {
-    if (!lib.isEnabled()) return { ...base, state: { kind: "off", why: "SELinux disabled" } };
+    if (!active) {
+      return { ...base, state: { kind: "off", why: `SELinux not active (${evidence})` } };
+    }
     const p: SelinuxProbe = { ...base, state: { kind: "on", enforcing: lib.getEnforce() } };
     if (fd !== null && deviceKind !== undefined) {
       p.deviceKind = deviceKind;
