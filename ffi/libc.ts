@@ -647,6 +647,16 @@ export function writeAll(fd: number, data: Uint8Array): void {
  * /proc, /sys and /dev without --allow-all. Returns null if it does not exist.
  */
 export function readSmallFile(path: string, max = 65536): string | null {
+  const bytes = readSmallBytes(path, max);
+  return bytes === null ? null : new TextDecoder().decode(bytes);
+}
+
+/**
+ * The first `max` bytes of a small file (sysfs, procfs), through libc like
+ * {@linkcode readSmallFile}; null if it does not exist (ENOENT, ENOTDIR).
+ * Other failures throw {@linkcode SysError}.
+ */
+export function readSmallBytes(path: string, max = 65536): Uint8Array | null {
   const rc = libc.open(cString(path), O_RDONLY | O_CLOEXEC, 0);
   if (rc < 0) {
     const e = lastErrno();
@@ -662,7 +672,7 @@ export function readSmallFile(path: string, max = 65536): string | null {
       if (got === 0) break;
       n += got;
     }
-    return new TextDecoder().decode(buf.subarray(0, n));
+    return buf.slice(0, n);
   } finally {
     libc.close(rc);
   }

@@ -18,7 +18,16 @@
 
 import { STATFS } from "./layouts.ts";
 import { Errno, SysError } from "./errno.ts";
-import { closeFd, cString, lastErrno, LIBC_PATH, O_RDONLY, openPath, readFd } from "./libc.ts";
+import {
+  closeFd,
+  cString,
+  lastErrno,
+  LIBC_PATH,
+  O_RDONLY,
+  openPath,
+  readFd,
+  readSmallBytes,
+} from "./libc.ts";
 
 const symbols = {
   // int statfs(const char *path, struct statfs *buf)
@@ -73,20 +82,9 @@ export function statFilesystem(path: string): FilesystemStatus | null {
  */
 export function readSelfContext(): string {
   const path = "/proc/self/attr/current";
-  const fd = openPath(path, O_RDONLY);
-  try {
-    const buf = new Uint8Array(4096);
-    let n = 0;
-    while (n < buf.length) {
-      const got = readFd(fd, buf.subarray(n));
-      if (got === null) continue;
-      if (got === 0) break;
-      n += got;
-    }
-    return new TextDecoder().decode(buf.subarray(0, n)).replace(/[\0\n]+$/, "");
-  } finally {
-    closeFd(fd);
-  }
+  const bytes = readSmallBytes(path, 4096);
+  if (bytes === null) throw new SysError("open", Errno.ENOENT, path);
+  return new TextDecoder().decode(bytes).replace(/[\0\n]+$/, "");
 }
 
 /** The largest policy image read (the kernel refuses to load more than 64 MiB). */

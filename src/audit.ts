@@ -15,7 +15,7 @@
  * @module
  */
 
-import { closeFd, O_RDONLY, openPath, readFd } from "../ffi/libc.ts";
+import { readSmallBytes } from "../ffi/libc.ts";
 import { parsePrCdb } from "./cdb.ts";
 
 // ---------------------------------------------------------------- key=value
@@ -121,28 +121,10 @@ export function parseVpdPg83Naa(page: Uint8Array): string | null {
 }
 
 function readSysfsBytes(path: string): Uint8Array | null {
-  let fd: number;
   try {
-    fd = openPath(path, O_RDONLY);
+    return readSmallBytes(path, 4096);
   } catch {
-    return null; // absent (partition, non-SCSI device, old kernel) or unreadable
-  }
-  try {
-    const buf = new Uint8Array(4096);
-    let n = 0;
-    while (n < buf.length) {
-      const got = readFd(fd, buf.subarray(n));
-      if (got === null) continue;
-      if (got === 0) break;
-      n += got;
-    }
-    return buf.slice(0, n);
-  } catch {
-    return null;
-  } finally {
-    try {
-      closeFd(fd);
-    } catch { /* nothing to do */ }
+    return null; // unreadable: the record goes without it
   }
 }
 
