@@ -13,8 +13,10 @@ import { closeFd, recvWithFds, sendWithFds, shutdownSocket } from "../ffi/libc.t
 import type { SysError } from "../ffi/errno.ts";
 import type { Peer } from "./request_handler.ts";
 import {
+  CDB_LEN,
   discardedFds,
   encodeFeatures,
+  MAX_DATA_LEN,
   ProtocolError,
   type Request,
   RequestFramer,
@@ -51,7 +53,7 @@ export class Connection {
   #out: Uint8Array | null = null;
   #outOffset = 0;
   #closed = false;
-  readonly #scratch = new Uint8Array(16 + 8192);
+  readonly #scratch = new Uint8Array(CDB_LEN + MAX_DATA_LEN);
   readonly #release: (fd: number) => void;
 
   constructor(fd: number, peer: Peer, options: ConnectionOptions = {}) {

@@ -41,6 +41,7 @@
 import { closeFd, makePipe, POLLIN, PollSet, readFd } from "../ffi/libc.ts";
 import type { SgIoOutcome } from "./sense.ts";
 import { logger } from "./log.ts";
+import { CDB_LEN, MAX_DATA_LEN, SENSE_LEN } from "./wire.ts";
 
 const log = logger("executor");
 
@@ -101,11 +102,11 @@ export const Slot = {
   KIND: 14,
   AUX: 15,
   CDB_AT: 64,
-  SENSE_AT: 80,
-  DATA_AT: 176,
-  PATH_AT: 176 + 8192,
+  SENSE_AT: 64 + CDB_LEN,
+  DATA_AT: 64 + CDB_LEN + SENSE_LEN,
+  PATH_AT: 64 + CDB_LEN + SENSE_LEN + MAX_DATA_LEN,
   PATH_LEN: 256,
-  BYTES: 176 + 8192 + 256,
+  BYTES: 64 + CDB_LEN + SENSE_LEN + MAX_DATA_LEN + 256,
 } as const;
 
 /** Job kinds in a slot. */
@@ -213,7 +214,9 @@ export class SgIoExecutor {
    */
   submitIoctl(job: PrIoctlJob, done: (r: PrIoctlRun | Error) => void): void {
     if (this.#closed) throw new Error("SG_IO executor is closed");
-    if (job.arg.length > 8192) throw new RangeError(`ioctl argument of ${job.arg.length} bytes`);
+    if (job.arg.length > MAX_DATA_LEN) {
+      throw new RangeError(`ioctl argument of ${job.arg.length} bytes`);
+    }
     this.#enqueue({ kind: "ioctl", job }, done);
   }
 
@@ -336,7 +339,9 @@ export class SgIoExecutor {
       : job.direction === "out"
       ? job.payload.length
       : 0;
-    if (length > 8192) throw new RangeError(`transfer length ${length} exceeds 8192`);
+    if (length > MAX_DATA_LEN) {
+      throw new RangeError(`transfer length ${length} exceeds ${MAX_DATA_LEN}`);
+    }
     words[Slot.LENGTH] = length;
     words[Slot.TIMEOUT] = job.timeoutMs;
     w.bytes.set(job.cdb, Slot.CDB_AT);
@@ -369,7 +374,7 @@ export class SgIoExecutor {
             status: words[Slot.STATUS],
             hostStatus: words[Slot.HOST],
             driverStatus: words[Slot.DRIVER],
-            sense: w.bytes.slice(Slot.SENSE_AT, Slot.SENSE_AT + 96),
+            sense: w.bytes.slice(Slot.SENSE_AT, Slot.SENSE_AT + SENSE_LEN),
             resid: words[Slot.RESID],
           },
           data: w.bytes.slice(Slot.DATA_AT, Slot.DATA_AT + length),

@@ -45,12 +45,12 @@ import {
   verdictForErrno,
   verdictForHostStatus,
 } from "./sense.ts";
-import { type Reply, ScsiStatus, SENSE_LEN } from "./wire.ts";
+import { MAX_DATA_LEN, type Reply, ScsiStatus, SENSE_LEN } from "./wire.ts";
 
 const log = logger("multipath");
 
 /** Largest PR OUT parameter list the protocol carries. */
-export const MAX_PARAMETER_LIST = 8192;
+export const MAX_PARAMETER_LIST = MAX_DATA_LEN;
 
 // ---------------------------------------------------------------- TransportIDs
 

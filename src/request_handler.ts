@@ -17,7 +17,7 @@ import {
 import type { SgIoExecutor } from "./executor.ts";
 import { logger, LogThrottle } from "./log.ts";
 import { checkCondition, formatSense, mapSgIoOutcome, Sense, type SenseCode } from "./sense.ts";
-import type { Reply, Request } from "./wire.ts";
+import { type Reply, type Request, SENSE_LEN } from "./wire.ts";
 
 /** Who is on the other end of a connection. */
 export interface Peer {
@@ -136,7 +136,7 @@ export function handleRequest(
           command,
           payload: request.payload,
           status: reply.status,
-          sense: reply.sense ?? new Uint8Array(96),
+          sense: reply.sense ?? new Uint8Array(SENSE_LEN),
         });
       } catch (e) {
         log.error("audit record failed: {error}", { error: String(e) });

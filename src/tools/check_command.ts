@@ -55,7 +55,7 @@ import { Cap, capBit } from "../../ffi/privileges.ts";
 import { parseStatus, type StatusCreds } from "../privileges.ts";
 import { formatSense, mapSgIoOutcome, parseSense } from "../sense.ts";
 import { readKernelSelinuxFacts } from "../selinux_access.ts";
-import { ScsiStatus } from "../wire.ts";
+import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";
 import { type CapabilitiesData, decodePrIn, PR_TYPE_NAMES, scsiStatusName } from "./prin_decode.ts";
 import { writeText } from "./client_command.ts";
 
@@ -262,7 +262,7 @@ export function capabilityFindings(probe: CapabilitiesProbe): Finding[] {
     )];
   }
   const caps = decodePrIn(PrInAction.REPORT_CAPABILITIES, probe.data, {
-    allocationLength: 8192,
+    allocationLength: MAX_DATA_LEN,
   }) as CapabilitiesData;
   if (caps.length !== 8) {
     return [f(
@@ -713,7 +713,7 @@ function probeCapabilities(
 ): CapabilitiesProbe {
   const via = client !== null ? "helper" : "SG_IO";
   const ask = (sa: number): { status: number; sense: Uint8Array; data: Uint8Array } => {
-    const cdb = prInCdb(sa, 8192);
+    const cdb = prInCdb(sa, MAX_DATA_LEN);
     if (client !== null) return client.request(cdb, fd);
     // the daemon's data-in buffer: slack past the allocation length (ffi/sgio.ts)
     const data = new Uint8Array(DATA_IN_BUFFER_LEN);
@@ -721,7 +721,10 @@ function probeCapabilities(
     if (r.kind === "errno") {
       throw new SysError("ioctl", r.errno, "SG_IO");
     }
-    const m = mapSgIoOutcome({ ...r, resid: residAgainst(8192, data.length, r.resid) }, 8192);
+    const m = mapSgIoOutcome(
+      { ...r, resid: residAgainst(MAX_DATA_LEN, data.length, r.resid) },
+      MAX_DATA_LEN,
+    );
     return { status: m.status, sense: m.sense, data: data.subarray(0, m.dataLength) };
   };
   try {
