@@ -1,8 +1,12 @@
 #!/bin/bash
 # tests/vm/systemd/build-rootfs.sh - a Debian bookworm root file system for the
 # real-systemd-boot test: debootstrap (minbase) + systemd as PID 1, udev, the
-# Debian kernel with its initramfs, sg3-utils for cross-checks. Cached in
-# $WORK/systemd/rootfs; rebuilt only when this script changes.
+# Debian kernel with its initramfs, sg3-utils for cross-checks, and what the
+# deployment tests drive: libvirt + QEMU (issue 15), Debian's SELinux refpolicy
+# and tools (enforcing boots), AppArmor's parser and tools (issue 17),
+# multipath-tools (issue 18). Those are installed by apt in the chroot after
+# debootstrap, without recommends. Cached in $WORK/systemd/rootfs; rebuilt only
+# when this script changes.
 #
 #   tests/vm/systemd/build-rootfs.sh            (root; needs network to the mirror)
 set -euo pipefail
@@ -25,6 +29,24 @@ rm -rf "$ROOTFS"; mkdir -p "$ROOTFS"
 echo "rootfs: debootstrap $SUITE ($PKGS)"
 debootstrap --variant=minbase --include="$PKGS" "$SUITE" "$ROOTFS" "$MIRROR" \
   > "$WORK/systemd/debootstrap.log" 2>&1 || { tail -30 "$WORK/systemd/debootstrap.log"; exit 1; }
+# The deployment stack, from Debian's archive (the chroot needs the host's
+# resolver and a private /proc, /sys and /dev for the maintainer scripts).
+EXTRA=(libvirt-daemon-system libvirt-clients qemu-system-x86 qemu-utils
+       selinux-policy-default selinux-utils policycoreutils auditd
+       apparmor apparmor-utils multipath-tools busybox-static cpio socat strace)
+echo "deb $MIRROR $SUITE main" > "$ROOTFS/etc/apt/sources.list"
+cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
+# no service starts in the chroot
+printf '#!/bin/sh\nexit 101\n' > "$ROOTFS/usr/sbin/policy-rc.d"; chmod 755 "$ROOTFS/usr/sbin/policy-rc.d"
+mount -t proc proc "$ROOTFS/proc"; mount -t sysfs sysfs "$ROOTFS/sys"; mount --bind /dev "$ROOTFS/dev"
+trap 'umount "$ROOTFS/dev" "$ROOTFS/sys" "$ROOTFS/proc" 2>/dev/null || true' EXIT
+echo "rootfs: apt-get install ${EXTRA[*]}"
+chroot "$ROOTFS" sh -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${EXTRA[*]}" \
+  >> "$WORK/systemd/debootstrap.log" 2>&1 || { tail -30 "$WORK/systemd/debootstrap.log"; exit 1; }
+umount "$ROOTFS/dev" "$ROOTFS/sys" "$ROOTFS/proc"; trap - EXIT
+rm -f "$ROOTFS/usr/sbin/policy-rc.d"; : > "$ROOTFS/etc/resolv.conf"
+# multipathd would claim the tests' LIO disks: a test that wants it starts it.
+chroot "$ROOTFS" systemctl disable multipathd.service multipathd.socket >/dev/null 2>&1 || true
 
 # Guest configuration: root on /dev/vda, serial console, no network, no
 # first-boot wizards, a root login on the console for debugging (-x).
