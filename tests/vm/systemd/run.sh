@@ -8,8 +8,14 @@
 # a LIO disk through the helper, sd_notify status, priority-tagged journal
 # lines, a clean stop. Exit 0 = PASS, 1 = FAIL, 2 = no verdict.
 #
-#   tests/vm/systemd/run.sh [-n] [-x] [-a tcg|kvm] [-T timeout_s]
+#   tests/vm/systemd/run.sh [-n] [-x] [-g NAME] [-a tcg|kvm] [-T timeout_s]
 #     -n  use the existing dist/*.deb (default: `deno task deb` first)
+#     -g  run guest-NAME.sh as the test unit (default: guest-test.sh); when
+#         stage-NAME.sh exists it runs on the host with the staged rootfs as
+#         its argument before the image is made (labels, extra files). Every
+#         guest script prints "=== prhelperd systemd VM test" when it starts
+#         and "VMTEST-RESULT: PASS|FAIL" at the end; this directory is in the
+#         guest as /opt/prhelperd-test/systemd/.
 #     -x  interactive: serial console, no test unit (log in as root, no password)
 #     -T  limit of one boot in seconds (default 600; a boot normally takes 140)
 # Env: SILENCE=s (console silence that ends a boot, default 300), EXTRA_APPEND=
@@ -19,17 +25,18 @@
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/../common.sh"
-BUILD=1 SHELL_ONLY=0 ACCEL=tcg TMO=600 SILENCE=${SILENCE:-300}
-while getopts nxa:T: o; do
+BUILD=1 SHELL_ONLY=0 ACCEL=tcg TMO=600 SILENCE=${SILENCE:-300} GUEST=test
+while getopts nxg:a:T: o; do
   case $o in
-    n) BUILD=0 ;; x) SHELL_ONLY=1 ;; a) ACCEL=$OPTARG ;; T) TMO=$OPTARG ;;
-    *) sed -n '2,15p' "$0"; exit 2 ;;
+    n) BUILD=0 ;; x) SHELL_ONLY=1 ;; g) GUEST=$OPTARG ;; a) ACCEL=$OPTARG ;; T) TMO=$OPTARG ;;
+    *) sed -n '2,21p' "$0"; exit 2 ;;
   esac
 done
 # Logs are written under $WORK (the rig's run.sh replaces tests/vm/out/ after
 # its own runs) and copied to tests/vm/out/systemd/ at the end.
-OUT=$WORK/systemd/out
-ARTIFACTS=$PROJ/tests/vm/out/systemd
+SUFFIX=; [ "$GUEST" = test ] || SUFFIX=-$GUEST
+OUT=$WORK/systemd/out$SUFFIX
+ARTIFACTS=$PROJ/tests/vm/out/systemd$SUFFIX
 rm -rf "$OUT"; mkdir -p "$OUT" "$WORK/systemd"
 publish() { mkdir -p "$ARTIFACTS" && cp "$OUT"/* "$ARTIFACTS"/ 2>/dev/null || true; }
 trap publish EXIT
@@ -48,13 +55,15 @@ make_image() {
   rm -rf "$STAGE"; cp -a "$ROOTFS" "$STAGE"
   install -d "$STAGE/opt/prhelperd-test"
   install -m644 "$DEB" "$STAGE/opt/prhelperd-test/"
-  install -m755 "$HERE/guest-test.sh" "$STAGE/opt/prhelperd-test/"
+  install -m755 "$HERE/guest-$GUEST.sh" "$STAGE/opt/prhelperd-test/guest-test.sh"
+  cp -a "$HERE" "$STAGE/opt/prhelperd-test/systemd"
+  if [ -f "$HERE/stage-$GUEST.sh" ]; then bash "$HERE/stage-$GUEST.sh" "$STAGE"; fi
   if [ $SHELL_ONLY = 0 ]; then
     install -m644 "$HERE/prhelperd-vmtest.service" "$STAGE/etc/systemd/system/"
     ln -sf ../prhelperd-vmtest.service "$STAGE/etc/systemd/system/multi-user.target.wants/"
   fi
   rm -f "$IMG"
-  mkfs.ext4 -q -F -L root -d "$STAGE" "$IMG" 3G
+  mkfs.ext4 -q -F -L root -d "$STAGE" "$IMG" 6G
   rm -rf "$STAGE"
 }
 KERNEL=$(ls "$ROOTFS"/boot/vmlinuz-* | sort -V | tail -1)
