@@ -66,6 +66,36 @@ async function gzipTo(from: Uint8Array, to: string): Promise<void> {
   await Deno.rename(`${tmp}.gz`, to);
 }
 
+/** Where the package installs the compiled SELinux policy module. */
+export const SELINUX_MODULE = "/usr/share/selinux/packages/prhelperd.pp";
+const SELINUX_DEVEL_MAKEFILE = "/usr/share/selinux/devel/Makefile";
+
+/**
+ * Compile packaging/selinux/prhelperd.{te,fc,if} into prhelperd.pp with the
+ * reference policy's development Makefile (Debian: selinux-policy-dev), which
+ * builds against the interfaces of the refpolicy it ships. Returns the .pp bytes.
+ */
+export async function buildSelinuxModule(): Promise<Uint8Array> {
+  try {
+    await Deno.stat(SELINUX_DEVEL_MAKEFILE);
+  } catch {
+    throw new Error(
+      `${SELINUX_DEVEL_MAKEFILE} not found: the SELinux policy module needs ` +
+        "selinux-policy-dev (apt-get install selinux-policy-dev)",
+    );
+  }
+  const dir = await Deno.makeTempDir({ prefix: "prhelperd-selinux-" });
+  try {
+    for (const ext of ["te", "fc", "if"]) {
+      await copy(`${root}/packaging/selinux/prhelperd.${ext}`, `${dir}/prhelperd.${ext}`);
+    }
+    await run("make", ["-f", SELINUX_DEVEL_MAKEFILE, "prhelperd.pp"], { cwd: dir });
+    return await Deno.readFile(`${dir}/prhelperd.pp`);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
 /** The deno binary itself (not the npm wrapper script). */
 export function denoBinary(): string {
   const real = Deno.realPathSync(Deno.execPath());
@@ -151,9 +181,16 @@ Description: SCSI persistent reservation helper for QEMU
 
 // Maintainer scripts, modelled on what dh_installsysusers and
 // dh_installsystemd generate.
+// The SELinux module is loaded (and the files relabelled) only where SELinux
+// is enabled, before the socket starts, so that systemd labels the socket and
+// enters prhelperd_t; elsewhere the .pp just stays on disk.
 const POSTINST = `#!/bin/sh
 set -e
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ]; then
+	if command -v selinuxenabled >/dev/null && selinuxenabled && command -v semodule >/dev/null; then
+		semodule -i ${SELINUX_MODULE}
+		restorecon -R /usr/bin/prhelperd /usr/lib/prhelperd || true
+	fi
 	systemd-sysusers \${DPKG_ROOT:+--root="$DPKG_ROOT"} prhelperd.conf
 	if deb-systemd-helper --quiet was-enabled prhelperd.socket; then
 		deb-systemd-helper enable prhelperd.socket >/dev/null || true
@@ -183,6 +220,9 @@ fi
 if [ "$1" = "purge" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper purge prhelperd.socket >/dev/null || true
 	deb-systemd-helper unmask prhelperd.socket >/dev/null || true
+fi
+if [ "$1" = "remove" ] && command -v selinuxenabled >/dev/null && selinuxenabled && command -v semodule >/dev/null; then
+	if semodule -l | grep -qx prhelperd; then semodule -r prhelperd || true; fi
 fi
 `;
 
@@ -299,6 +339,7 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
   await copy(`${root}/packaging/prhelperd.socket`, `${unitDir}/prhelperd.socket`);
   await copy(`${root}/packaging/prhelperd.service`, `${unitDir}/prhelperd.service`);
   await copy(`${root}/packaging/prhelperd.sysusers`, `${stage}/usr/lib/sysusers.d/prhelperd.conf`);
+  await write(`${stage}${SELINUX_MODULE}`, await buildSelinuxModule());
   await gzipTo(
     await Deno.readFile(`${root}/packaging/prhelperd.8`),
     `${stage}/usr/share/man/man8/prhelperd.8.gz`,

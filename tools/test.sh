@@ -26,7 +26,7 @@ count() { # count NAME RC: one pass/fail item
 }
 
 # ---------------------------------------------------------------- installs
-HOST_PKGS="libselinux1-dev qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc libc6-dev bc systemd util-linux strace dmsetup lintian dpkg-dev debootstrap e2fsprogs socat"
+HOST_PKGS="libselinux1-dev qemu-system-x86 qemu-system-common qemu-utils sg3-utils busybox-static cpio gcc libc6-dev bc systemd util-linux strace dmsetup lintian dpkg-dev debootstrap e2fsprogs socat selinux-policy-dev policycoreutils"
 need_pkgs=""
 for p in $HOST_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs="$need_pkgs $p"
@@ -114,8 +114,15 @@ if [ $host_only = 0 ]; then
       grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-systemd.log" | tail -60
       if [ $rc = 0 ]; then echo "VM-TEST systemd-package: PASS"; else
         tail -40 "$log_dir/vm-systemd.log"; echo "VM-TEST systemd-package: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
+      # the same package under SELinux enforcing (Debian's refpolicy, the
+      # package's policy module; labelled rootfs, about N min under TCG)
+      echo "--- VM boot: systemd + SELinux enforcing (tests/vm/systemd/run.sh -n -g selinux)"
+      rc=0; tests/vm/systemd/run.sh -n -g selinux >"$log_dir/vm-systemd-selinux.log" 2>&1 || rc=$?
+      grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-systemd-selinux.log" | tail -60
+      if [ $rc = 0 ]; then echo "VM-TEST systemd-selinux: PASS"; else
+        tail -40 "$log_dir/vm-systemd-selinux.log"; echo "VM-TEST systemd-selinux: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
     else
-      echo "--- VM boot: systemd package test skipped (PRHELPERD_VM_SYSTEMD=0)"
+      echo "--- VM boot: systemd package tests skipped (PRHELPERD_VM_SYSTEMD=0)"
     fi
     vp=$(grep -acE '^VM-TEST .*: PASS' "$log_dir/vm.log")
     vf=$(grep -acE '^VM-TEST .*: FAIL' "$log_dir/vm.log")
