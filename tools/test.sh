@@ -115,7 +115,7 @@ if [ $host_only = 0 ]; then
       if [ $rc = 0 ]; then echo "VM-TEST systemd-package: PASS"; else
         tail -40 "$log_dir/vm-systemd.log"; echo "VM-TEST systemd-package: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
       # the same package under SELinux enforcing (Debian's refpolicy, the
-      # package's policy module; labelled rootfs, about N min under TCG)
+      # package's policy module; labelled rootfs; about 5 min under TCG)
       echo "--- VM boot: systemd + SELinux enforcing (tests/vm/systemd/run.sh -n -g selinux)"
       rc=0; tests/vm/systemd/run.sh -n -g selinux >"$log_dir/vm-systemd-selinux.log" 2>&1 || rc=$?
       grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-systemd-selinux.log" | tail -60

@@ -12,7 +12,9 @@
 #     -n  use the existing dist/*.deb (default: `deno task deb` first)
 #     -g  run guest-NAME.sh as the test unit (default: guest-test.sh); when
 #         stage-NAME.sh exists it runs on the host with the staged rootfs as
-#         its argument before the image is made (labels, extra files). Every
+#         its argument before the image is made (labels, extra files); the
+#         words in cmdline-NAME, when it exists, are added to the kernel's
+#         command line (e.g. an LSM selection). Every
 #         guest script prints "=== prhelperd systemd VM test" when it starts
 #         and "VMTEST-RESULT: PASS|FAIL" at the end; this directory is in the
 #         guest as /opt/prhelperd-test/systemd/.
@@ -29,7 +31,7 @@ BUILD=1 SHELL_ONLY=0 ACCEL=tcg TMO=600 SILENCE=${SILENCE:-300} GUEST=test
 while getopts nxg:a:T: o; do
   case $o in
     n) BUILD=0 ;; x) SHELL_ONLY=1 ;; g) GUEST=$OPTARG ;; a) ACCEL=$OPTARG ;; T) TMO=$OPTARG ;;
-    *) sed -n '2,21p' "$0"; exit 2 ;;
+    *) sed -n '2,23p' "$0"; exit 2 ;;
   esac
 done
 # Logs are written under $WORK (the rig's run.sh replaces tests/vm/out/ after
@@ -57,15 +59,18 @@ make_image() {
   install -m644 "$DEB" "$STAGE/opt/prhelperd-test/"
   install -m755 "$HERE/guest-$GUEST.sh" "$STAGE/opt/prhelperd-test/guest-test.sh"
   cp -a "$HERE" "$STAGE/opt/prhelperd-test/systemd"
-  if [ -f "$HERE/stage-$GUEST.sh" ]; then bash "$HERE/stage-$GUEST.sh" "$STAGE"; fi
   if [ $SHELL_ONLY = 0 ]; then
     install -m644 "$HERE/prhelperd-vmtest.service" "$STAGE/etc/systemd/system/"
     ln -sf ../prhelperd-vmtest.service "$STAGE/etc/systemd/system/multi-user.target.wants/"
   fi
+  # last, so that it sees (and may label) every file of the image
+  if [ -f "$HERE/stage-$GUEST.sh" ]; then bash "$HERE/stage-$GUEST.sh" "$STAGE"; fi
   rm -f "$IMG"
   mkfs.ext4 -q -F -L root -d "$STAGE" "$IMG" 6G
   rm -rf "$STAGE"
 }
+GUEST_APPEND=
+if [ -f "$HERE/cmdline-$GUEST" ]; then GUEST_APPEND=$(grep -v '^#' "$HERE/cmdline-$GUEST" | xargs); fi
 KERNEL=$(ls "$ROOTFS"/boot/vmlinuz-* | sort -V | tail -1)
 INITRD=$(ls "$ROOTFS"/boot/initrd.img-* | sort -V | tail -1)
 case $ACCEL in
@@ -75,7 +80,7 @@ case $ACCEL in
 esac
 CMD=(qemu-system-x86_64 "${ACC[@]}" -smp 2 -m 2048 -machine q35 -nodefaults
      -display none -no-reboot -kernel "$KERNEL" -initrd "$INITRD"
-     -append "root=/dev/vda rw console=ttyS0 loglevel=6 systemd.show_status=auto net.ifnames=0 panic=-1${EXTRA_APPEND:+ $EXTRA_APPEND}"
+     -append "root=/dev/vda rw console=ttyS0 loglevel=6 systemd.show_status=auto net.ifnames=0 panic=-1${GUEST_APPEND:+ $GUEST_APPEND}${EXTRA_APPEND:+ $EXTRA_APPEND}"
      -drive "file=$IMG,if=virtio,format=raw,cache=unsafe"
      -device virtio-rng-pci)
 echo "+ ${CMD[*]}" >&2
