@@ -8,17 +8,20 @@
 #     module and relabels the package's files.
 #  2. Two LIO LUNs, A and B. Their nodes are labelled like libvirt labels a
 #     domain's disks: A svirt_image_t:s0:c1,c2, B svirt_image_t:s0:c3,c4.
-#  3. Clients run as sVirt QEMUs do (svirt_t:s0:c1,c2 and :c3,c4: the staged
-#     test client, run by a copy of the runtime labelled qemu_exec_t, entered
-#     from virtd_t like libvirt does). The first connection activates the
-#     service, which must run in prhelperd_t.
+#  3. The first connection (a plain connect) activates the service, which
+#     must run in prhelperd_t. Clients run as sVirt QEMUs do (svirt_t:s0:c1,c2
+#     and :c3,c4: the staged test client, run by a copy of the runtime
+#     labelled qemu_exec_t, entered from virtd_t like libvirt does).
 #  4. Each domain's own LUN works (block and sg nodes). Domain A holding an fd
 #     of LUN B (opened while the node still carried A's label, then relabelled
 #     to B's, as libvirt does when the disk moves to another domain) is
 #     refused with CHECK CONDITION 05/20/02, the daemon logs the denial, and
 #     LUN B's registrations (read with sg_persist, directly) are unchanged.
-#  5. No AVC denial with prhelperd_t as source or target in the audit log or
-#     the journal during the whole run.
+#  5. Root's `prhelperd -k` started from this script (initrc_t, as an init
+#     script would; libvirt's managed mode also runs it as root with -k) lands
+#     in prhelperd_t, drops to the prhelperd user and serves domain A.
+#  6. No AVC denial naming prhelperd's types in the audit log or the journal
+#     during the whole run.
 set -u
 DIR=/opt/prhelperd-test
 SOCK=/run/prhelperd.sock
@@ -35,7 +38,7 @@ avcs() { kernel_avcs | grep -E 'prhelperd_(t|exec_t|runtime_t)'; }
 finish() {
   echo "--- journal of prhelperd"
   journalctl -u prhelperd.service -u prhelperd.socket -o short-precise --no-pager | tail -40
-  for c in c12 c34; do
+  for c in c12 c34 m12; do
     echo "--- client $c"; cat /var/tmp/svirt-$c/out /var/tmp/svirt-$c/log 2>/dev/null
   done
   echo "--- AVC denials naming prhelperd"; avcs | sed 's/^.*avc: /avc: /' | sort -u
@@ -199,27 +202,37 @@ check 'echo "$K" | grep -q 0xb1 && ! echo "$K" | grep -q 0xbad' "LUN B has B's k
 # 5. the daemon's own domain: no AVC denial at all
 check 'systemctl stop prhelperd.service' "systemctl stop prhelperd.service"
 check '[ "$(systemctl show -p Result --value prhelperd.service)" = success ]' "Result=success"
+
+# 6. a managed-style start: root runs `prhelperd -k` as libvirt's managed mode
+# does, here from this script's initrc_t, which refpolicy lets enter
+# prhelperd_t on prhelperd_exec_t (libvirtd itself runs it from virtd_t,
+# without a transition). Its output goes to a file it may write.
+echo "--- managed-style start from initrc_t: prhelperd -k /run/prh-managed.sock"
+: > /run/prh-managed.log; chcon -t prhelperd_runtime_t /run/prh-managed.log
+(cd / && exec /usr/bin/prhelperd -k /run/prh-managed.sock < /dev/null >> /run/prh-managed.log 2>&1) &
+MPID=$!
+# (stage 1 makes the socket; the re-executed stage 2 logs "listening on" once it serves)
+for i in $(seq 240); do
+  grep -q "listening on" /run/prh-managed.log && break; kill -0 $MPID 2>/dev/null || break; sleep 0.5
+done
+ctx=$(tr -d '\0' < /proc/$MPID/attr/current 2>/dev/null)
+check '[ "$ctx" = system_u:system_r:prhelperd_t:s0 ]' "root's prhelperd -k from initrc_t runs in prhelperd_t ($ctx)"
+check '[ "$(stat -c %C /run/prh-managed.sock 2>/dev/null)" = system_u:object_r:prhelperd_runtime_t:s0 ]' \
+  "its socket is prhelperd_runtime_t (type transition in /run)"
+muid=$(awk '/^Uid:/ { print $2 }' /proc/$MPID/status 2>/dev/null)
+check '[ "$muid" = "$(id -u prhelperd)" ] && grep -q "running as uid $muid .*CAP_SYS_RAWIO effective" /run/prh-managed.log' \
+  "it dropped to the prhelperd user (uid $muid)"
+SOCK=/run/prh-managed.sock client m12 c1,c2 m-blk,/dev/prh-a,reg,0xa3
+go m12 '^done'
+result m12 m-blk "$GOOD"
+K=$(keys $BLK_A); echo "  LUN A keys: $K"
+check 'echo "$K" | grep -q 0xa3' "LUN A has 0xa3 (through the managed-style helper)"
+kill -TERM $MPID 2>/dev/null; wait $MPID; rc=$?
+check '[ $rc = 0 ]' "SIGTERM: exit 0"
+grep -v turbocall /run/prh-managed.log | sed 's/^/  managed: /' | tail -12
+
+# 7. the daemon's own domain: no AVC denial at all, in the whole run
 n=$(avcs | wc -l)
 avcs | head -20
 check '[ -s /var/log/audit/audit.log ] && [ "$n" = 0 ]' \
   "no AVC denial naming prhelperd in /var/log/audit/audit.log or the journal ($n)"
-
-# 6. (information, no verdict) a managed-style start: root runs `prhelperd -k`
-# as libvirt's managed mode does, here from this script's initrc_t (refpolicy
-# lets initrc_t enter prhelperd_t on prhelperd_exec_t). Which domain, and
-# does it serve domain A?
-echo "--- managed-style start from initrc_t: prhelperd -k /run/prh-managed.sock"
-before=$(avcs | wc -l) F0=$FAILS
-(cd / && exec /usr/bin/prhelperd -k /run/prh-managed.sock < /dev/null > /run/prh-managed.log 2>&1) &
-MPID=$!
-for i in $(seq 120); do [ -S /run/prh-managed.sock ] && break; kill -0 $MPID 2>/dev/null || break; sleep 0.5; done
-echo "MANAGED: pid $MPID context $(cat /proc/$MPID/attr/current 2>/dev/null | tr -d '\0') socket $(stat -c %C /run/prh-managed.sock 2>/dev/null)"
-if [ -S /run/prh-managed.sock ]; then
-  SOCK=/run/prh-managed.sock client m12 c1,c2 m-blk,/dev/prh-a,reg,0xa3
-  go m12 '^done'
-  echo "MANAGED: $(grep '^RESULT' /var/tmp/svirt-m12/out)"
-fi
-kill -TERM $MPID 2>/dev/null; wait $MPID
-sed 's/^/MANAGED log: /' /run/prh-managed.log | tail -20
-avcs | tail -n +$((before + 1)) | sed 's/^.*avc: /MANAGED avc: /' | sort -u | head -20
-FAILS=$F0   # information only
