@@ -11,7 +11,7 @@ import { DEFAULT_SOCKET, DEFAULT_USER, VERSION } from "./cli.ts";
 import { fdsNeeded } from "./conn_limits.ts";
 import { SgIoExecutor } from "./executor.ts";
 import { jitStatus } from "./jit.ts";
-import { createMultipathHandler } from "./multipath.ts";
+import { MultipathHandler } from "./multipath.ts";
 import { DETACH_ENV, detachAndWait, detachedReadyFd, reportReady } from "./daemonize.ts";
 import {
   adoptActivatedSocket,
@@ -173,6 +173,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     const jit = jitStatus();
     if (jit.warn) log.warning("{line}", { line: jit.line });
     else log.info("{line}", { line: jit.line });
+    const multipath = new MultipathHandler({ executor, sgioTimeoutMs: options.sgioTimeoutMs });
     const server = new Server({
       listenFd: listener.fd,
       handler: {
@@ -180,7 +181,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
         sgioTimeoutMs: options.sgioTimeoutMs,
         access: security.access,
         audit: (event) => security.audit(event),
-        multipath: createMultipathHandler({ executor, sgioTimeoutMs: options.sgioTimeoutMs }),
+        multipath: (input, done) => multipath.handle(input, done),
       },
       admit: (peer) => security.admit(peer),
       maxConnections: options.maxConnections,
