@@ -14,7 +14,8 @@
 
 import { SysError } from "./errno.ts";
 import { CAP, GROUP, PASSWD } from "./layouts.ts";
-import { addressOf, cString, lastErrno, libc, readSmallFile } from "./libc.ts";
+import { readSmallFile } from "./files.ts";
+import { addressOf, check, cString, lastErrno, libc } from "./libc.ts";
 
 /** Capability numbers used by the daemon (`<linux/capability.h>`). */
 export const Cap = {
@@ -30,12 +31,6 @@ export const Cap = {
 /** The bit of one capability in a capability mask. */
 export function capBit(cap: number): bigint {
   return 1n << BigInt(cap);
-}
-
-function check(call: string, rc: number | bigint, subject?: string): number {
-  const n = Number(rc);
-  if (n < 0) throw new SysError(call, lastErrno(), subject);
-  return n;
 }
 
 // ---------------------------------------------------------------- capabilities

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
+import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/process.ts";
 import type { DaemonOptions } from "./cli.ts";
 import { DEFAULT_SOCKET, DEFAULT_USER, VERSION } from "./cli.ts";
 import { fdsNeeded } from "./conn_limits.ts";

@@ -12,7 +12,6 @@
 import {
   closeFd,
   fstatFd,
-  getNofileLimit,
   isOpenFd,
   makePipe,
   O_RDWR,
@@ -22,7 +21,8 @@ import {
   readSmallFile,
   setCloexec,
   writeSome,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
+import { getNofileLimit } from "../ffi/process.ts";
 import { duplicateOnto, spawnDetached } from "../ffi/spawn.ts";
 import { changeDirectory } from "../ffi/privileges.ts";
 import { splitNul } from "./privileges.ts";

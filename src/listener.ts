@@ -12,19 +12,21 @@
 
 import { Errno, SysError } from "../ffi/errno.ts";
 import {
-  AF_UNIX,
-  bindUnix,
   closeFd,
-  connectUnix,
-  listenSocket,
   setCloexec,
   setNonblocking,
-  socketInfo,
   statPath,
   tryLockExclusive,
-  unixSocket,
   unlinkPath,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
+import {
+  AF_UNIX,
+  bindUnix,
+  connectUnix,
+  listenSocket,
+  socketInfo,
+  unixSocket,
+} from "../ffi/sockets.ts";
 import { openOwnedFile } from "./owned_file.ts";
 
 /** First fd passed by socket activation (SD_LISTEN_FDS_START). */

@@ -28,7 +28,8 @@ import {
   type LogRecord,
   reset,
 } from "@logtape/logtape";
-import { closeFd, fstatFd, sendDatagram, statPath, unixSocket } from "../ffi/libc.ts";
+import { closeFd, fstatFd, statPath } from "../ffi/files.ts";
+import { sendDatagram, unixSocket } from "../ffi/sockets.ts";
 
 const PRIORITY: Record<LogLevel, number> = {
   fatal: 2,

@@ -29,7 +29,7 @@
 
 import { listDirectory } from "../ffi/dirent.ts";
 import { Errno, errnoName } from "../ffi/errno.ts";
-import { readSmallFile } from "../ffi/libc.ts";
+import { readSmallFile } from "../ffi/files.ts";
 import { PR_FL_IGNORE_KEY, PrIoctl, PrIoctlType } from "../ffi/pr_ioctl.ts";
 import { type PrCommand, PrOutAction, PrOutFlags, PrType } from "./cdb.ts";
 import type { DeviceFacts } from "./device_check.ts";

@@ -20,7 +20,7 @@ import {
   O_NOFOLLOW,
   O_RDWR,
   openPath,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
 import { getResUid } from "../ffi/privileges.ts";
 import { StartupError } from "./listener.ts";
 

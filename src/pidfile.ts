@@ -8,7 +8,6 @@
 import {
   closeFd,
   fstatFd,
-  getPid,
   readFd,
   rewindFd,
   statPath,
@@ -16,7 +15,8 @@ import {
   tryLockExclusive,
   unlinkPath,
   writeAll,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
+import { getPid } from "../ffi/process.ts";
 import { StartupError } from "./listener.ts";
 import { openOwnedFile } from "./owned_file.ts";
 

@@ -36,7 +36,7 @@
  * @module
  */
 
-import { isOpenFd, readLink, readSmallFile, setCloexec } from "../ffi/libc.ts";
+import { isOpenFd, readLink, readSmallFile, setCloexec } from "../ffi/files.ts";
 import {
   boundingSet,
   Cap,
