@@ -26,7 +26,7 @@ import { getNofileLimit } from "../ffi/process.ts";
 import { duplicateOnto, spawnDetached } from "../ffi/spawn.ts";
 import { changeDirectory } from "../ffi/privileges.ts";
 import { splitNul } from "./privileges.ts";
-import { StartupError } from "./listener.ts";
+import { StartupError } from "./startup_error.ts";
 
 /** The environment variable naming the readiness pipe in the detached copy. */
 export const DETACH_ENV = "PRHELPERD_DETACHED";

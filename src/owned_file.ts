@@ -22,7 +22,7 @@ import {
   openPath,
 } from "../ffi/files.ts";
 import { getResUid } from "../ffi/privileges.ts";
-import { StartupError } from "./listener.ts";
+import { StartupError } from "./startup_error.ts";
 
 /**
  * Why an opened file is not safe to use as the daemon's own file, or null if

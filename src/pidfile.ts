@@ -17,7 +17,7 @@ import {
   writeAll,
 } from "../ffi/files.ts";
 import { getPid } from "../ffi/process.ts";
-import { StartupError } from "./listener.ts";
+import { StartupError } from "./startup_error.ts";
 import { openOwnedFile } from "./owned_file.ts";
 
 /** A held pidfile. */
