@@ -51,8 +51,6 @@ const symbols = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   // int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  // int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
   // int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   // int close(int fd)
@@ -98,8 +96,6 @@ const symbols = {
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
   // int pipe2(int fds[2], int flags)
   pipe2: { parameters: ["buffer", "i32"], result: "i32" },
-  // int eventfd(unsigned int initval, int flags)
-  eventfd: { parameters: ["u32", "i32"], result: "i32" },
   // pid_t getpid(void)
   getpid: { parameters: [], result: "i32" },
   // int getrlimit(int resource, struct rlimit *rl)
@@ -118,8 +114,6 @@ const symbols = {
   memcpy_peek: { name: "memcpy", parameters: ["buffer", "usize", "usize"], result: "usize" },
   // size_t strlen(const char *s), on a native address
   strlen: { parameters: ["usize"], result: "usize" },
-  // void free(void *p), on a native address
-  free: { parameters: ["usize"], result: "void" },
   // ---- privileges (wrappers in ffi/privileges.ts)
   // int prctl(int option, unsigned long arg2, unsigned long arg3, unsigned long arg4, unsigned long arg5)
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
@@ -199,11 +193,6 @@ export function cStringAt(addr: bigint): string {
   return new TextDecoder().decode(peek(addr, len));
 }
 
-/** Release memory that a C library allocated with malloc. */
-export function freeNative(addr: bigint): void {
-  libc.free(addr);
-}
-
 /**
  * A NULL-terminated `char *[]` (argv, envp) for a call. The strings are pushed
  * onto `keep`, which the caller must hold until the call returns.
@@ -235,11 +224,4 @@ export function check(call: string, rc: number | bigint, subject?: string): numb
   const n = Number(rc);
   if (n < 0) throw new SysError(call, lastErrno(), subject);
   return n;
-}
-
-/** ioctl(2) with a buffer argument; returns 0 or throws. For ffi/ modules. */
-export function ioctlBuffer(fd: number, request: bigint, arg: Uint8Array, label: string): number {
-  const rc = libc.ioctl(fd, request, arg);
-  if (rc < 0) throw new SysError("ioctl", lastErrno(), label);
-  return rc;
 }
