@@ -8,17 +8,9 @@
 
 /// <reference lib="deno.worker" />
 
-import {
-  closeFd,
-  connectUnix,
-  O_RDWR,
-  openPath,
-  POLLIN,
-  PollSet,
-  recvWithFds,
-  sendWithFds,
-  unixSocket,
-} from "../ffi/libc.ts";
+import { closeFd, O_RDWR, openPath } from "../ffi/files.ts";
+import { POLLIN, PollSet } from "../ffi/poll.ts";
+import { connectUnix, recvWithFds, sendWithFds, unixSocket } from "../ffi/sockets.ts";
 import type { WorkerReply, WorkerStart } from "./client_load.ts";
 
 const HDR = 104;

@@ -20,7 +20,7 @@
 
 import { DAEMON_V8_FLAGS } from "../tools/runtime_flags.ts";
 import { parseArgs } from "node:util";
-import { getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
+import { getNofileLimit, setNofileLimit } from "../ffi/process.ts";
 import {
   cClient,
   compileLoadgen,

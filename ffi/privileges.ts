@@ -14,7 +14,8 @@
 
 import { SysError } from "./errno.ts";
 import { CAP, GROUP, PASSWD } from "./layouts.ts";
-import { addressOf, cString, lastErrno, libc, readSmallFile } from "./libc.ts";
+import { readSmallFile } from "./files.ts";
+import { addressOf, check, cString, lastErrno, libc } from "./libc.ts";
 
 /** Capability numbers used by the daemon (`<linux/capability.h>`). */
 export const Cap = {
@@ -30,12 +31,6 @@ export const Cap = {
 /** The bit of one capability in a capability mask. */
 export function capBit(cap: number): bigint {
   return 1n << BigInt(cap);
-}
-
-function check(call: string, rc: number | bigint, subject?: string): number {
-  const n = Number(rc);
-  if (n < 0) throw new SysError(call, lastErrno(), subject);
-  return n;
 }
 
 // ---------------------------------------------------------------- capabilities
@@ -99,7 +94,6 @@ const PR_CAPBSET_DROP = 24;
 const PR_SET_NO_NEW_PRIVS = 38;
 const PR_GET_NO_NEW_PRIVS = 39;
 const PR_CAP_AMBIENT = 47;
-const PR_CAP_AMBIENT_IS_SET = 1;
 const PR_CAP_AMBIENT_RAISE = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 
@@ -142,16 +136,6 @@ export function raiseAmbient(cap: number): void {
 /** PR_CAP_AMBIENT_CLEAR_ALL (calling thread). */
 export function clearAmbient(): void {
   prctl(PR_CAP_AMBIENT, "PR_CAP_AMBIENT_CLEAR_ALL", BigInt(PR_CAP_AMBIENT_CLEAR_ALL));
-}
-
-/** PR_CAP_AMBIENT_IS_SET (calling thread). */
-export function isAmbient(cap: number): boolean {
-  return prctl(
-    PR_CAP_AMBIENT,
-    `PR_CAP_AMBIENT_IS_SET ${cap}`,
-    BigInt(PR_CAP_AMBIENT_IS_SET),
-    BigInt(cap),
-  ) === 1;
 }
 
 /** PR_SET_NO_NEW_PRIVS (whole process from now on, inherited across execve; cannot be undone). */

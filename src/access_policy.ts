@@ -32,7 +32,7 @@ export const ACCESS_DENIED_SENSE: { key: number; asc: number; ascq: number } = O
 /** The permission the daemon checks on behalf of the client. */
 export const CHECKED_PERMISSION = "ioctl";
 
-/** The kind of file a passed fd refers to (the `kind` of ffi/libc.ts `FileStat`). */
+/** The kind of file a passed fd refers to (the `kind` of ffi/files.ts `FileStat`). */
 export type DeviceKind =
   | "block"
   | "char"

@@ -15,7 +15,7 @@
  * @module
  */
 
-import { readSmallBytes } from "../ffi/libc.ts";
+import { readSmallBytes } from "../ffi/files.ts";
 import { parsePrCdb } from "./cdb.ts";
 
 // ---------------------------------------------------------------- key=value

@@ -1,7 +1,8 @@
 /**
  * Command line, a drop-in for qemu-pr-helper's (same short and long options,
  * same defaults), plus prhelperd's own settings. Parsing is pure: it returns
- * options or throws {@linkcode CliError}; main.ts decides what to print.
+ * what to do (run the daemon with its options, run an operator tool, or print
+ * text and exit with a status, a bad command line included); main.ts does it.
  *
  * @module
  */
@@ -64,14 +65,6 @@ export type CliResult =
   | { kind: "exit"; code: number; stdout: string; stderr: string }
   /** An operator tool (`prhelperd client ...`, `prhelperd check ...`): main.ts runs it. */
   | { kind: "tool"; tool: "client" | "check"; args: string[] };
-
-/** Bad command line: message for stderr, exit status 1. */
-export class CliError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CliError";
-  }
-}
 
 function positiveInt(name: string, max: number) {
   return (value: string): number => {

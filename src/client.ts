@@ -8,19 +8,9 @@
  * @module
  */
 
-import {
-  closeFd,
-  connectUnix,
-  O_RDONLY,
-  O_RDWR,
-  openPath,
-  POLLIN,
-  POLLOUT,
-  PollSet,
-  recvWithFds,
-  sendWithFds,
-  unixSocket,
-} from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, O_RDWR, openPath } from "../ffi/files.ts";
+import { POLLIN, POLLOUT, PollSet } from "../ffi/poll.ts";
+import { connectUnix, recvWithFds, sendWithFds, unixSocket } from "../ffi/sockets.ts";
 import {
   CDB_LEN,
   cdbDataLength,

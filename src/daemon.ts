@@ -5,7 +5,7 @@
  * @module
  */
 
-import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
+import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/process.ts";
 import type { DaemonOptions } from "./cli.ts";
 import { DEFAULT_SOCKET, DEFAULT_USER, VERSION } from "./cli.ts";
 import { fdsNeeded } from "./conn_limits.ts";
@@ -19,7 +19,6 @@ import {
   listenAtPath,
   type Listener,
   parseActivation,
-  StartupError,
 } from "./listener.ts";
 import { logger, setupLogging, stderrIsJournal } from "./log.ts";
 import { acquirePidfile, adoptPidfile, type Pidfile } from "./pidfile.ts";
@@ -27,6 +26,7 @@ import { dropPrivileges, PrivilegeError, stage2Fds } from "./privileges.ts";
 import { Notifier } from "./sd_notify.ts";
 import { Server, type ServerStats } from "./server.ts";
 import { createSecurity, type Security } from "./security.ts";
+import { StartupError } from "./startup_error.ts";
 
 const log = logger("daemon");
 
@@ -90,6 +90,20 @@ function openListener(options: DaemonOptions): Listener {
   return listener;
 }
 
+/** The peer policy and SELinux hooks; a bad setting is a {@linkcode StartupError}. */
+function openSecurity(options: DaemonOptions): Security {
+  try {
+    return createSecurity({
+      selinux: options.selinux,
+      allowUsers: options.allowUsers ?? undefined,
+      allowGroups: options.allowGroups ?? undefined,
+      refuseRoot: options.refuseRoot,
+    });
+  } catch (e) {
+    throw new StartupError((e as Error).message);
+  }
+}
+
 /** Run the daemon until a stop signal; resolves to the exit status. */
 export async function runDaemon(options: DaemonOptions): Promise<number> {
   await setupLogging({
@@ -130,6 +144,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     }, 1000);
     Deno.unrefTimer(statusTimer);
   };
+  let security: Security | null = null;
   try {
     if (options.pidfile !== null && pidfile === null) pidfile = acquirePidfile(options.pidfile);
     raiseFdLimit(options.maxConnections);
@@ -158,18 +173,9 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       rawio: dropped.rawio ? "effective" : "MISSING",
     });
     // SG_IO Workers start on first use: a helper that only sees refused requests never pays for them
-    let security: Security;
-    try {
-      security = createSecurity({
-        selinux: options.selinux,
-        allowUsers: options.allowUsers ?? undefined,
-        allowGroups: options.allowGroups ?? undefined,
-        refuseRoot: options.refuseRoot,
-      });
-    } catch (e) {
-      throw new StartupError((e as Error).message);
-    }
-    for (const line of security.startupLines) log.info("{line}", { line });
+    const sec = openSecurity(options);
+    security = sec;
+    for (const line of sec.startupLines) log.info("{line}", { line });
     const jit = jitStatus();
     if (jit.warn) log.warning("{line}", { line: jit.line });
     else log.info("{line}", { line: jit.line });
@@ -179,11 +185,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       handler: {
         executor,
         sgioTimeoutMs: options.sgioTimeoutMs,
-        access: security.access,
-        audit: (event) => security.audit(event),
+        access: sec.access,
+        audit: (event) => sec.audit(event),
         multipath: (input, done) => multipath.handle(input, done),
       },
-      admit: (peer) => security.admit(peer),
+      admit: (peer) => sec.admit(peer),
       maxConnections: options.maxConnections,
       maxConnectionsPerUid: options.maxConnectionsPerUid,
       maxConnectionsPerContext: options.maxConnectionsPerContext,
@@ -238,6 +244,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     notifier.close();
     if (statusTimer !== null) clearTimeout(statusTimer);
     executor.close();
+    security?.close();
     listener.close();
     pidfile?.remove();
   }

@@ -38,7 +38,8 @@
  * @module
  */
 
-import { closeFd, makePipe, POLLIN, PollSet, readFd } from "../ffi/libc.ts";
+import { closeFd, makePipe, readFd } from "../ffi/files.ts";
+import { POLLIN, PollSet } from "../ffi/poll.ts";
 import type { SgIoOutcome } from "./sense.ts";
 import { logger } from "./log.ts";
 import { CDB_LEN, MAX_DATA_LEN, SENSE_LEN } from "./wire.ts";

@@ -13,7 +13,7 @@
 
 import { listDirectory } from "../ffi/dirent.ts";
 import { Errno, errnoName } from "../ffi/errno.ts";
-import { readSmallFile } from "../ffi/libc.ts";
+import { readSmallFile } from "../ffi/files.ts";
 import { encodePrIoctl } from "../ffi/pr_ioctl.ts";
 import { type PrCommand, PrOutAction } from "./cdb.ts";
 import type { DeviceFacts } from "./device_check.ts";

@@ -3,7 +3,7 @@
  * the watchdog keep-alive, sent as datagrams to `$NOTIFY_SOCKET`.
  *
  * Message formatting and environment parsing are pure functions (unit
- * tested); {@linkcode Notifier} does the sending through ffi/libc.ts. Outside
+ * tested); {@linkcode Notifier} does the sending through ffi/sockets.ts. Outside
  * systemd (no NOTIFY_SOCKET) every method is a no-op.
  *
  * The environment is read, not unset: the daemon runs no child processes, and
@@ -12,7 +12,8 @@
  * @module
  */
 
-import { closeFd, sendDatagram, unixSocket } from "../ffi/libc.ts";
+import { closeFd } from "../ffi/files.ts";
+import { sendDatagram, unixSocket } from "../ffi/sockets.ts";
 
 /** What the environment says about the service manager. */
 export interface NotifyConfig {

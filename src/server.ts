@@ -15,18 +15,8 @@
  */
 
 import type { SysError } from "../ffi/errno.ts";
-import {
-  acceptConnection,
-  peerCred,
-  peerSecurityContext,
-  POLLERR,
-  POLLHUP,
-  POLLIN,
-  POLLNVAL,
-  POLLOUT,
-  PollSet,
-  shutdownSocket,
-} from "../ffi/libc.ts";
+import { POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, PollSet } from "../ffi/poll.ts";
+import { acceptConnection, peerCred, peerSecurityContext, shutdownSocket } from "../ffi/sockets.ts";
 import { Connection } from "./connection.ts";
 import { FdCloser } from "./fd_closer.ts";
 import { ConnectionLimits, describeRefusal } from "./conn_limits.ts";

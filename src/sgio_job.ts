@@ -8,7 +8,7 @@
  */
 
 import { SysError } from "../ffi/errno.ts";
-import { closeFd, fstatFd, O_NONBLOCK, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { closeFd, fstatFd, O_NONBLOCK, O_RDONLY, openPath } from "../ffi/files.ts";
 import { prIoctl } from "../ffi/pr_ioctl.ts";
 import { DATA_IN_BUFFER_LEN, residAgainst, sgIo } from "../ffi/sgio.ts";
 import { Slot, SlotKind, SlotResult } from "./executor.ts";

@@ -71,15 +71,28 @@ export type CloseReason =
   | "truncated-cdb"
   | "short-payload";
 
+/** Options for {@linkcode ProtocolError}. */
+export interface ProtocolErrorOptions {
+  /** fds the framer held when the frame was refused, for the caller to close. */
+  discard?: readonly number[];
+}
+
 /** A frame the helper cannot answer: the connection is closed without a reply. */
 export class ProtocolError extends Error {
   /** Machine-readable reason. */
   readonly reason: CloseReason | "bad-reply";
+  /** fds to close: set by {@linkcode RequestFramer.push}, empty elsewhere. */
+  readonly discard: readonly number[];
 
-  constructor(reason: CloseReason | "bad-reply", message: string) {
+  constructor(
+    reason: CloseReason | "bad-reply",
+    message: string,
+    options: ProtocolErrorOptions = {},
+  ) {
     super(message);
     this.name = "ProtocolError";
     this.reason = reason;
+    this.discard = options.discard ?? [];
   }
 }
 
@@ -312,7 +325,10 @@ export class RequestFramer {
       return this.#finishPhase(discard);
     } catch (e) {
       this.#have = 0;
-      throw Object.assign(e as ProtocolError, { discard: [...discard, ...this.takePendingFds()] });
+      if (!(e instanceof ProtocolError)) throw e;
+      throw new ProtocolError(e.reason, e.message, {
+        discard: [...discard, ...this.takePendingFds()],
+      });
     }
   }
 
@@ -368,8 +384,7 @@ export class RequestFramer {
   }
 }
 
-/** A ProtocolError thrown by {@linkcode RequestFramer.push} carries the fds to close. */
+/** The fds to close that a {@linkcode ProtocolError} carries; none for any other error. */
 export function discardedFds(e: unknown): number[] {
-  const d = (e as { discard?: unknown }).discard;
-  return Array.isArray(d) ? d as number[] : [];
+  return e instanceof ProtocolError ? [...e.discard] : [];
 }

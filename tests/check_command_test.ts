@@ -18,7 +18,7 @@ import {
   socketFindings,
 } from "../src/tools/check_command.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
-import type { FileStat } from "../ffi/libc.ts";
+import type { FileStat } from "../ffi/files.ts";
 import { parseStatus } from "../src/privileges.ts";
 import {
   DENO,

@@ -7,7 +7,9 @@
  */
 
 import assert from "node:assert/strict";
-import { bindUnix, closeFd, listenSocket, PollSet, unixSocket } from "../ffi/libc.ts";
+import { closeFd } from "../ffi/files.ts";
+import { PollSet } from "../ffi/poll.ts";
+import { bindUnix, listenSocket, unixSocket } from "../ffi/sockets.ts";
 import { encodeFeatures, type RawConnection } from "../mod.ts";
 import {
   DENO,

@@ -6,7 +6,8 @@ import {
   statusText,
   watchdogPeriodMs,
 } from "../src/sd_notify.ts";
-import { bindUnix, closeFd, readFd, unixSocket } from "../ffi/libc.ts";
+import { closeFd, readFd } from "../ffi/files.ts";
+import { bindUnix, unixSocket } from "../ffi/sockets.ts";
 
 function env(vars: Record<string, string>) {
   return { get: (k: string) => vars[k] };

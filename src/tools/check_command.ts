@@ -28,11 +28,11 @@ import {
   O_NONBLOCK,
   O_RDONLY,
   openPath,
-  peerCred,
   readLink,
   readSmallFile,
   statPath,
-} from "../../ffi/libc.ts";
+} from "../../ffi/files.ts";
+import { peerCred } from "../../ffi/sockets.ts";
 import { SysError } from "../../ffi/errno.ts";
 import { DATA_IN_BUFFER_LEN, residAgainst, sgIo } from "../../ffi/sgio.ts";
 import { groupByName, userById, userByName } from "../../ffi/privileges.ts";

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { closeFd, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR, openPath } from "../../ffi/libc.ts";
+import { closeFd, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR, openPath } from "../../ffi/files.ts";
 import { SysError } from "../../ffi/errno.ts";
 import { PrInAction, prInCdb, PrOutAction, prOutCdb } from "../cdb.ts";
 import { HelperConnectionError, PrHelperClient, type PrReply } from "../client.ts";
