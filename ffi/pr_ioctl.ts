@@ -21,6 +21,7 @@
  * @module
  */
 
+import type { ErrnoResult } from "./errno.ts";
 import { PR_STRUCTS } from "./layouts.ts";
 import { lastErrno, libc } from "./libc.ts";
 
@@ -66,7 +67,7 @@ export function prIoctlArgSize(request: number): number | null {
 }
 
 /** The outcome of a PR ioctl: the errno, or the (non-negative) return value. */
-export type PrIoctlResult = { kind: "errno"; errno: number } | { kind: "done"; value: number };
+export type PrIoctlResult = ErrnoResult | { kind: "done"; value: number };
 
 /**
  * Issue one PR ioctl on `fd` with the encoded struct `arg`. Throws RangeError

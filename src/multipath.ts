@@ -30,10 +30,10 @@
 import { listDirectory } from "../ffi/dirent.ts";
 import { Errno, errnoName } from "../ffi/errno.ts";
 import { readSmallFile } from "../ffi/files.ts";
-import { PR_FL_IGNORE_KEY, PrIoctl, PrIoctlType } from "../ffi/pr_ioctl.ts";
+import { PR_FL_IGNORE_KEY, PrIoctl, type PrIoctlResult, PrIoctlType } from "../ffi/pr_ioctl.ts";
 import { type PrCommand, PrOutAction, PrOutFlags, PrType } from "./cdb.ts";
 import type { DeviceFacts } from "./device_check.ts";
-import type { PrIoctlRun, SgIoExecutor, SgIoRun } from "./executor.ts";
+import type { SgIoExecutor, SgIoRun } from "./executor.ts";
 import { logger } from "./log.ts";
 import {
   checkCondition,
@@ -41,6 +41,7 @@ import {
   parseSense,
   Sense,
   type SenseCode,
+  SenseKey,
   type Verdict,
   verdictForErrno,
   verdictForHostStatus,
@@ -319,7 +320,7 @@ function statusOnly(status: number, retry = false): PrIoctlVerdict {
  * attention the command consumed, NOT READY, ...) as 0B/00/06 with `retry`,
  * any other status as is.
  */
-export function verdictForPrIoctl(run: PrIoctlRun): PrIoctlVerdict {
+export function verdictForPrIoctl(run: PrIoctlResult): PrIoctlVerdict {
   if (run.kind === "errno") {
     if (run.errno === Errno.ENOTTY || run.errno === Errno.EOPNOTSUPP) {
       return { ...checkCondition(Sense.INVALID_OPCODE), retry: false };
@@ -418,7 +419,7 @@ const IOCTL_TRIES = 2;
 function isUnitAttention(run: SgIoRun | Error): boolean {
   if (run instanceof Error || run.outcome.kind !== "done") return false;
   if (run.outcome.status !== ScsiStatus.CHECK_CONDITION) return false;
-  return parseSense(run.outcome.sense)?.key === 0x06;
+  return parseSense(run.outcome.sense)?.key === SenseKey.UNIT_ATTENTION;
 }
 
 /**

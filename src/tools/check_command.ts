@@ -53,7 +53,7 @@ import { PrHelperClient } from "../client.ts";
 import { decideDevice, type DeviceFacts, probeDevice } from "../device_check.ts";
 import { Cap, capBit } from "../../ffi/privileges.ts";
 import { parseStatus, type StatusCreds } from "../privileges.ts";
-import { formatSense, mapSgIoOutcome, parseSense } from "../sense.ts";
+import { formatSense, mapSgIoOutcome, parseSense, SenseKey } from "../sense.ts";
 import { readKernelSelinuxFacts } from "../selinux_access.ts";
 import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";
 import { type CapabilitiesData, decodePrIn, PR_TYPE_NAMES, scsiStatusName } from "./prin_decode.ts";
@@ -731,7 +731,10 @@ function probeCapabilities(
     const r = ask(PrInAction.REPORT_CAPABILITIES);
     const out: CapabilitiesProbe = { kind: "reply", via, ...r };
     const sense = parseSense(r.sense);
-    if (r.status === ScsiStatus.CHECK_CONDITION && sense?.key === 0x05 && sense.asc !== 0x20) {
+    if (
+      r.status === ScsiStatus.CHECK_CONDITION && sense?.key === SenseKey.ILLEGAL_REQUEST &&
+      sense.asc !== 0x20
+    ) {
       out.readKeysStatus = ask(PrInAction.READ_KEYS).status;
     }
     return out;

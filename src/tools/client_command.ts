@@ -18,7 +18,7 @@ import { SysError } from "../../ffi/errno.ts";
 import { PrInAction, prInCdb, PrOutAction, prOutCdb } from "../cdb.ts";
 import { HelperConnectionError, PrHelperClient, type PrReply } from "../client.ts";
 import { formatSense, parseSense } from "../sense.ts";
-import { MAX_DATA_LEN, ProtocolError } from "../wire.ts";
+import { MAX_DATA_LEN, ProtocolError, ScsiStatus } from "../wire.ts";
 import {
   decodePrIn,
   exitStatusFor,
@@ -33,7 +33,7 @@ import {
 } from "./prin_decode.ts";
 
 /** sg_persist's default (and largest) allocation length; also the helper's limit. */
-export const DEFAULT_ALLOC_LEN = 8192;
+export const DEFAULT_ALLOC_LEN = MAX_DATA_LEN;
 const MX_TIDS = 32;
 
 /** Everything `prhelperd client` was asked to do. */
@@ -749,7 +749,7 @@ export function renderReply(o: ClientOptions, reply: PrReply): ClientOutput {
       msg = `PR ${dir} (${saName}): bad field in cdb or parameter list ` +
         "(perhaps unsupported service action)";
     } else msg = `PR ${dir} (${saName}): ${exitStatusText(code)}`;
-    const detail = sense !== null && (reply.status & 0x7e) === 0x02
+    const detail = sense !== null && (reply.status & 0x7e) === ScsiStatus.CHECK_CONDITION
       ? `  status: ${scsiStatusName(reply.status)}, sense ${formatSense(sense)}\n`
       : "";
     return {
