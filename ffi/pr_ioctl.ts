@@ -21,6 +21,7 @@
  * @module
  */
 
+import type { ErrnoResult } from "./errno.ts";
 import { PR_CLEAR, PR_PREEMPT, PR_REGISTRATION, PR_RESERVATION } from "./layouts.ts";
 import { lastErrno, libc } from "./libc.ts";
 
@@ -148,7 +149,7 @@ export function encodePrIoctl(call: PrIoctlCall): EncodedPrIoctl {
 }
 
 /** The outcome of a PR ioctl: the errno, or the (non-negative) return value. */
-export type PrIoctlResult = { kind: "errno"; errno: number } | { kind: "done"; value: number };
+export type PrIoctlResult = ErrnoResult | { kind: "done"; value: number };
 
 /**
  * Issue one PR ioctl on `fd` with the encoded struct `arg`. Throws RangeError

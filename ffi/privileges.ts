@@ -12,7 +12,7 @@
  * @module
  */
 
-import { SysError } from "./errno.ts";
+import { Errno, SysError } from "./errno.ts";
 import { CAP, GROUP, PASSWD } from "./layouts.ts";
 import { readSmallFile } from "./files.ts";
 import { addressOf, check, cString, lastErrno, libc } from "./libc.ts";
@@ -225,7 +225,6 @@ export interface GroupEntry {
 // struct passwd (LP64): pw_name@0, pw_passwd@8, pw_uid@16, pw_gid@20, pw_gecos@24,
 // pw_dir@32, pw_shell@40; 48 bytes. struct group (LP64): gr_name@0, gr_passwd@8,
 // gr_gid@16, gr_mem@24; 32 bytes.
-const ERANGE = 34;
 
 function nssLookup(
   call: string,
@@ -238,11 +237,11 @@ function nssLookup(
     const buf = new Uint8Array(size);
     const out = new BigUint64Array(1);
     const rc = invoke(st, buf, out);
-    if (rc === ERANGE) continue;
+    if (rc === Errno.ERANGE) continue;
     if (rc !== 0) throw new SysError(call, rc, subject);
     return out[0] === 0n ? null : new DataView(st.buffer);
   }
-  throw new SysError(call, ERANGE, subject);
+  throw new SysError(call, Errno.ERANGE, subject);
 }
 
 /** getpwnam_r(3); null if there is no such user. */

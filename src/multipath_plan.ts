@@ -29,14 +29,15 @@
  */
 
 import { Errno } from "../ffi/errno.ts";
-import type { PrIoctlCall } from "../ffi/pr_ioctl.ts";
+import type { PrIoctlCall, PrIoctlResult } from "../ffi/pr_ioctl.ts";
 import { type PrCommand, PrOutAction, PrOutFlags, PrType } from "./cdb.ts";
-import type { PrIoctlRun, SgIoRun } from "./executor.ts";
+import type { SgIoRun } from "./executor.ts";
 import {
   checkCondition,
   parseSense,
   Sense,
   type SenseCode,
+  SenseKey,
   type Verdict,
   verdictForErrno,
   verdictForHostStatus,
@@ -266,7 +267,7 @@ function statusOnly(status: number, retry = false): PrIoctlVerdict {
  * attention the command consumed, NOT READY, ...) as 0B/00/06 with `retry`,
  * any other status as is.
  */
-export function verdictForPrIoctl(run: PrIoctlRun): PrIoctlVerdict {
+export function verdictForPrIoctl(run: PrIoctlResult): PrIoctlVerdict {
   if (run.kind === "errno") {
     if (run.errno === Errno.ENOTTY || run.errno === Errno.EOPNOTSUPP) {
       return { ...checkCondition(Sense.INVALID_OPCODE), retry: false };
@@ -302,7 +303,7 @@ export function verdictForPrIoctl(run: PrIoctlRun): PrIoctlVerdict {
 export function isUnitAttention(run: SgIoRun | Error): boolean {
   if (run instanceof Error || run.outcome.kind !== "done") return false;
   if (run.outcome.status !== ScsiStatus.CHECK_CONDITION) return false;
-  return parseSense(run.outcome.sense)?.key === 0x06;
+  return parseSense(run.outcome.sense)?.key === SenseKey.UNIT_ATTENTION;
 }
 
 /**

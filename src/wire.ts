@@ -52,13 +52,15 @@ export const MAX_DATA_LEN = 8192;
 /** The feature bits this helper implements: none. */
 export const SUPPORTED_FEATURES = 0;
 
-/** SCSI status values used on the wire. */
+/** SCSI status values (SAM) a reply may carry, by name. */
 export const ScsiStatus = {
   GOOD: 0x00,
   CHECK_CONDITION: 0x02,
   BUSY: 0x08,
   RESERVATION_CONFLICT: 0x18,
   TASK_SET_FULL: 0x28,
+  ACA_ACTIVE: 0x30,
+  TASK_ABORTED: 0x40,
 } as const;
 
 /** Why a peer's frame ends the connection (the cases where qemu-pr-helper closes too). */

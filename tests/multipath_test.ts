@@ -11,7 +11,7 @@ import {
   planPrOut,
   verdictForPrIoctl,
 } from "../src/multipath_plan.ts";
-import type { PrIoctlJob, PrIoctlRun, SgIoExecutor, SgIoJob, SgIoRun } from "../src/executor.ts";
+import type { PrIoctlJob, SgIoExecutor, SgIoJob, SgIoRun } from "../src/executor.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
 import type { Reply } from "../src/wire.ts";
 import {
@@ -19,6 +19,7 @@ import {
   PR_FL_IGNORE_KEY,
   PrIoctl,
   prIoctlArgSize,
+  type PrIoctlResult,
   PrIoctlType,
   prTypeOf,
 } from "../ffi/pr_ioctl.ts";
@@ -328,7 +329,7 @@ const MPATH_FACTS: DeviceFacts = {
  * PATH_KEYS, a PR ioctl answers `onIoctl`. Jobs complete in order from
  * {@linkcode run}'s loop, as from the executor's drain.
  */
-function fakeExecutor(onDm: SgIoRun | Error, onIoctl: PrIoctlRun = { kind: "done", value: 0 }) {
+function fakeExecutor(onDm: SgIoRun | Error, onIoctl: PrIoctlResult = { kind: "done", value: 0 }) {
   const sgio: SgIoJob[] = [];
   const ioctls: PrIoctlJob[] = [];
   const pending: (() => void)[] = [];
@@ -340,7 +341,7 @@ function fakeExecutor(onDm: SgIoRun | Error, onIoctl: PrIoctlRun = { kind: "done
         done(job.path ? doneRun(0, PATH_KEYS.slice(0, job.transferLength)) : onDm)
       );
     },
-    submitIoctl(job: PrIoctlJob, done: (r: PrIoctlRun | Error) => void) {
+    submitIoctl(job: PrIoctlJob, done: (r: PrIoctlResult | Error) => void) {
       ioctls.push(job);
       pending.push(() => done(onIoctl));
     },

@@ -53,11 +53,18 @@ import { PrHelperClient } from "../client.ts";
 import { decideDevice, type DeviceFacts, probeDevice } from "../device_check.ts";
 import { Cap, capBit } from "../../ffi/privileges.ts";
 import { parseStatus, type StatusCreds } from "../privileges.ts";
-import { formatSense, mapSgIoOutcome, parseSense } from "../sense.ts";
+import { formatSense, mapSgIoOutcome, parseSense, SenseKey } from "../sense.ts";
 import { readKernelSelinuxFacts } from "../selinux_access.ts";
 import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";
 import { type CapabilitiesData, decodePrIn, PR_TYPE_NAMES, scsiStatusName } from "./prin_decode.ts";
 import { writeText } from "./client_command.ts";
+import {
+  getopt,
+  type GetoptError,
+  type GetoptRules,
+  type HandlerResult,
+  type OptionSpec,
+} from "./getopt.ts";
 
 /** How a finding came out. */
 export type FindingStatus = "ok" | "info" | "warn" | "fail" | "skip";
@@ -731,7 +738,10 @@ function probeCapabilities(
     const r = ask(PrInAction.REPORT_CAPABILITIES);
     const out: CapabilitiesProbe = { kind: "reply", via, ...r };
     const sense = parseSense(r.sense);
-    if (r.status === ScsiStatus.CHECK_CONDITION && sense?.key === 0x05 && sense.asc !== 0x20) {
+    if (
+      r.status === ScsiStatus.CHECK_CONDITION && sense?.key === SenseKey.ILLEGAL_REQUEST &&
+      sense.asc !== 0x20
+    ) {
       out.readKeysStatus = ask(PrInAction.READ_KEYS).status;
     }
     return out;
@@ -948,6 +958,68 @@ const CHECK_USAGE = `Usage: prhelperd check DEVICE [--socket PATH] [--as CONTEXT
 Exit status: 0 if nothing failed, 1 otherwise.
 `;
 
+/** What the options set while `prhelperd check`'s command line is read. */
+interface CheckState {
+  o: CheckOptions;
+  help: boolean;
+}
+
+/** An option with a value that must not be empty. */
+function valueOption(long: string, set: (o: CheckOptions, v: string) => string | void) {
+  return {
+    long: [long],
+    value: true,
+    handle: (s: CheckState, v: string, name: string): HandlerResult => {
+      if (v === "") return { error: `${name} needs a value` };
+      const problem = set(s.o, v);
+      return problem === undefined ? undefined : { error: problem };
+    },
+  };
+}
+
+/** `prhelperd check`'s options: exact long names, `-h`. */
+const CHECK_OPTIONS: readonly OptionSpec<CheckState>[] = [
+  {
+    short: "h",
+    long: ["help"],
+    value: false,
+    dropsValue: true,
+    handle: (s) => {
+      s.help = true;
+      return { stop: true };
+    },
+  },
+  valueOption("socket", (o, v) => void (o.socket = v)),
+  valueOption("as", (o, v) => void (o.as = v)),
+  valueOption("timeout", (o, v) => {
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0 || n > 86400) {
+      return `--timeout "${v}" must be a number of seconds, above 0, at most 86400`;
+    }
+    o.timeoutMs = Math.round(n * 1000);
+  }),
+  { long: ["json"], value: false, handle: (s) => void (s.o.json = true) },
+];
+
+/** In order, the first problem reported; no bundling, no abbreviations. */
+const CHECK_RULES: GetoptRules = {
+  bundling: false,
+  abbreviations: false,
+  underscores: false,
+  syntaxFirst: false,
+};
+
+function checkSyntaxMessage(e: GetoptError): string {
+  switch (e.kind) {
+    case "needs-value":
+      return `${e.name} needs a value`;
+    case "no-value-allowed":
+      return `${e.name} takes no value`;
+    default:
+      return `unknown option "${e.arg}"`;
+  }
+}
+
 /** Parse `prhelperd check` arguments (pure). */
 export function parseCheckArgs(
   args: readonly string[],
@@ -957,60 +1029,24 @@ export function parseCheckArgs(
   stdout: string;
   stderr: string;
 } {
-  const o: CheckOptions = { device: "", socket: null, as: null, json: false, timeoutMs: 10_000 };
-  const operands: string[] = [];
+  const state: CheckState = {
+    o: { device: "", socket: null, as: null, json: false, timeoutMs: 10_000 },
+    help: false,
+  };
   const fail = (msg: string) => ({
     kind: "exit" as const,
     code: 1,
     stdout: "",
     stderr: `prhelperd check: ${msg}\n${CHECK_USAGE}`,
   });
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const m = a.match(/^(--[a-z-]+)(?:=(.*))?$/s);
-    const name = m?.[1] ?? a;
-    const takeValue = (): string | null => {
-      if (m?.[2] !== undefined) return m[2];
-      if (i + 1 < args.length) return args[++i];
-      return null;
-    };
-    switch (name) {
-      case "-h":
-      case "--help":
-        return { kind: "exit", code: 0, stdout: CHECK_USAGE, stderr: "" };
-      case "--socket":
-      case "--as":
-      case "--timeout": {
-        const v = takeValue();
-        if (v === null || v === "") return fail(`${name} needs a value`);
-        if (name === "--socket") o.socket = v;
-        else if (name === "--as") o.as = v;
-        else {
-          const n = Number(v);
-          if (!Number.isFinite(n) || n <= 0 || n > 86400) {
-            return fail(`--timeout "${v}" must be a number of seconds, above 0, at most 86400`);
-          }
-          o.timeoutMs = Math.round(n * 1000);
-        }
-        break;
-      }
-      case "--json":
-        if (m?.[2] !== undefined) return fail("--json takes no value");
-        o.json = true;
-        break;
-      case "--":
-        operands.push(...args.slice(i + 1));
-        i = args.length;
-        break;
-      default:
-        if (a.startsWith("-") && a !== "-") return fail(`unknown option "${a}"`);
-        operands.push(a);
-    }
-  }
+  const parsed = getopt(args, CHECK_OPTIONS, { state, rules: CHECK_RULES });
+  if (parsed.kind === "syntax") return fail(checkSyntaxMessage(parsed.error));
+  if (parsed.kind === "error") return fail(parsed.message);
+  if (state.help) return { kind: "exit", code: 0, stdout: CHECK_USAGE, stderr: "" };
+  const operands = parsed.operands;
   if (operands.length === 0) return fail("no DEVICE given");
   if (operands.length > 1) return fail(`one DEVICE only, got "${operands.join('", "')}"`);
-  o.device = operands[0];
-  return { kind: "run", options: o };
+  return { kind: "run", options: { ...state.o, device: operands[0] } };
 }
 
 /** `prhelperd check ARGS`: resolves to the exit status. */
