@@ -457,49 +457,86 @@ function pathFailed(run: SgIoRun | Error): boolean {
   return run instanceof Error || run.outcome.kind === "errno" || run.outcome.hostStatus !== 0;
 }
 
-/**
- * The multipath hook of the request handler: PR IN by SG_IO on the dm device
- * (dm sends it to an active path; if that fails at transport level, each path
- * in turn), PR OUT as one PR ioctl on the dm device after clearing pending
- * unit attentions on every path. `done` is called once, from the executor's
- * drain (or right away for a refusal).
- */
-export function createMultipathHandler(options: MultipathHandlerOptions): MultipathHandler {
-  const { executor, sgioTimeoutMs } = options;
-  const maxInFlight = options.maxInFlight ?? Math.max(1, executor.maxWorkers - 1);
-  const paths = options.paths ?? listPaths;
-  let inFlight = 0;
-  const waiting: (() => void)[] = [];
+/** The reply for one SG_IO PR OUT outcome. */
+function outReply(run: SgIoRun | Error): Reply {
+  if (run instanceof Error) return checkCondition(Sense.LUN_COMM_FAILURE);
+  const mapped = mapSgIoOutcome(run.outcome, 0);
+  return { status: mapped.status, sense: mapped.sense };
+}
 
-  const admit = (start: () => void) => {
-    if (inFlight < maxInFlight) {
-      inFlight++;
+/** Where an SG_IO goes: `fd`, or the path's device node when `path` is given. */
+interface SgIoTarget {
+  fd: number;
+  path?: MpathPath;
+}
+
+/** The state of {@linkcode createMultipathHandler}'s hook: admission, and what the kernel refused. */
+class MultipathRunner {
+  readonly #executor: SgIoExecutor;
+  readonly #sgioTimeoutMs: number;
+  readonly #maxInFlight: number;
+  readonly #paths: (major: number, minor: number) => MpathPath[];
+  #inFlight = 0;
+  readonly #waiting: (() => void)[] = [];
+  #ioctlsRefused = false;
+
+  constructor(options: MultipathHandlerOptions) {
+    this.#executor = options.executor;
+    this.#sgioTimeoutMs = options.sgioTimeoutMs;
+    this.#maxInFlight = options.maxInFlight ?? Math.max(1, options.executor.maxWorkers - 1);
+    this.#paths = options.paths ?? listPaths;
+  }
+
+  /** One request: admitted (or queued), then answered exactly once. */
+  handle(input: MultipathInput, done: (reply: Reply) => void): void {
+    let answered = false;
+    const once = (reply: Reply) => {
+      if (answered) return;
+      answered = true;
+      this.#release();
+      done(reply);
+    };
+    this.#admit(() => {
+      try {
+        if (input.command.direction === "in") this.#prIn(input, once);
+        else this.#prOut(input, once);
+      } catch (e) {
+        log.error("multipath request failed: {error}", { error: String(e) });
+        once(checkCondition(Sense.LUN_COMM_FAILURE));
+      }
+    });
+  }
+
+  #admit(start: () => void): void {
+    if (this.#inFlight < this.#maxInFlight) {
+      this.#inFlight++;
       start();
-    } else waiting.push(start);
-  };
-  const release = () => {
-    const next = waiting.shift();
+    } else this.#waiting.push(start);
+  }
+
+  #release(): void {
+    const next = this.#waiting.shift();
     if (next) next();
-    else inFlight--;
-  };
+    else this.#inFlight--;
+  }
 
   /** SG_IO on `fd` (or on `path`), retried while the path reports UNIT ATTENTION. */
-  const sgio = (
-    target: { fd: number; path?: MpathPath },
+  #sgio(
+    target: SgIoTarget,
     cdb: Uint8Array,
     transferLength: number,
     done: (run: SgIoRun | Error) => void,
     tries = UA_TRIES,
     payload: Uint8Array = new Uint8Array(0),
-  ) => {
+  ): void {
     try {
-      executor.submit({
+      this.#executor.submit({
         fd: target.fd,
         cdb,
         direction: payload.length > 0 ? "out" : transferLength === 0 ? "none" : "in",
         transferLength,
         payload,
-        timeoutMs: sgioTimeoutMs,
+        timeoutMs: this.#sgioTimeoutMs,
         ...(target.path
           ? {
             path: {
@@ -511,16 +548,16 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
           : {}),
       }, (run) => {
         if (tries > 1 && isUnitAttention(run)) {
-          return sgio(target, cdb, transferLength, done, tries - 1, payload);
+          return this.#sgio(target, cdb, transferLength, done, tries - 1, payload);
         }
         done(run);
       });
     } catch (e) {
       done(e instanceof Error ? e : new Error(String(e)));
     }
-  };
+  }
 
-  const prIn = (input: MultipathInput, done: (reply: Reply) => void) => {
+  #prIn(input: MultipathInput, done: (reply: Reply) => void): void {
     const { command, facts } = input;
     const length = command.length;
     const finish = (run: SgIoRun | Error) => {
@@ -532,10 +569,10 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
         data: run.data.subarray(0, mapped.dataLength),
       });
     };
-    sgio({ fd: input.fd }, command.deviceCdb, length, (first) => {
+    this.#sgio({ fd: input.fd }, command.deviceCdb, length, (first) => {
       if (!isTransportFailure(first)) return finish(first);
       // dm's chosen path failed at transport level: try each path, running ones first
-      const candidates = paths(facts.major, facts.minor)
+      const candidates = this.#paths(facts.major, facts.minor)
         .sort((a, b) => Number(b.state === "running") - Number(a.state === "running"));
       log.debug("PR IN through dm failed; trying {n} path(s)", {
         n: candidates.length,
@@ -543,31 +580,29 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
       });
       const next = (i: number, last: SgIoRun | Error) => {
         if (i >= candidates.length) return finish(last);
-        sgio({ fd: input.fd, path: candidates[i] }, command.deviceCdb, length, (run) => {
+        this.#sgio({ fd: input.fd, path: candidates[i] }, command.deviceCdb, length, (run) => {
           if (pathFailed(run)) return next(i + 1, last);
           finish(run);
         });
       };
       next(0, first);
     });
-  };
+  }
 
   /** TEST UNIT READY on every running path, one after another, to consume unit attentions. */
-  const clearUnitAttentions = (facts: DeviceFacts, done: () => void) => {
-    const list = paths(facts.major, facts.minor).filter((p) => p.state === "running");
+  #clearUnitAttentions(facts: DeviceFacts, done: () => void): void {
+    const list = this.#paths(facts.major, facts.minor).filter((p) => p.state === "running");
     const next = (i: number) => {
       if (i >= list.length) return done();
-      sgio({ fd: -1, path: list[i] }, TEST_UNIT_READY, 0, () => next(i + 1));
+      this.#sgio({ fd: -1, path: list[i] }, TEST_UNIT_READY, 0, () => next(i + 1));
     };
     next(0);
-  };
+  }
 
-  /** The reply for one SG_IO PR OUT outcome. */
-  const outReply = (run: SgIoRun | Error): Reply => {
-    if (run instanceof Error) return checkCondition(Sense.LUN_COMM_FAILURE);
-    const mapped = mapSgIoOutcome(run.outcome, 0);
-    return { status: mapped.status, sense: mapped.sense };
-  };
+  /** A PR OUT CDB and parameter list by SG_IO to one path. */
+  #send(p: MpathPath, body: Uint8Array, cdb: Uint8Array, cb: (r: SgIoRun | Error) => void): void {
+    this.#sgio({ fd: -1, path: p }, cdb, 0, cb, UA_TRIES, body);
+  }
 
   /**
    * PR OUT by SG_IO to each path (when the kernel refuses the PR ioctls): what
@@ -577,66 +612,79 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
    * device (dm picks an active path), else the first running path that
    * answers at SCSI level.
    */
-  const fanOut = (input: MultipathInput, done: (reply: Reply) => void) => {
-    const { command, payload, facts } = input;
-    const all = paths(facts.major, facts.minor);
+  #fanOut(input: MultipathInput, done: (reply: Reply) => void): void {
+    const { command, facts } = input;
+    const all = this.#paths(facts.major, facts.minor);
     const running = all.filter((p) => p.state === "running");
     const list = running.length > 0 ? running : all;
     if (list.length === 0) return done(checkCondition(Sense.LUN_COMM_FAILURE));
-    const cdb = command.deviceCdb;
-    const send = (
-      p: MpathPath,
-      body: Uint8Array,
-      c: Uint8Array,
-      cb: (r: SgIoRun | Error) => void,
-    ) => sgio({ fd: -1, path: p }, c, 0, cb, UA_TRIES, body);
     const sa = command.serviceAction;
     if (sa === PrOutAction.REGISTER || sa === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
-      const newKey = new DataView(payload.buffer, payload.byteOffset).getBigUint64(8, false);
-      const rollback = (upTo: number, reply: Reply) => {
-        if (newKey === 0n || upTo === 0) return done(reply);
-        // unregister where it succeeded: REGISTER AND IGNORE EXISTING KEY, SA key 0
-        const undoCdb = cdb.slice();
-        undoCdb[1] = PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY;
-        const undo = new Uint8Array(24);
-        const step = (i: number) => {
-          if (i >= upTo) return done(reply);
-          send(list[i], undo, undoCdb, () => step(i + 1));
-        };
-        step(0);
-      };
-      const step = (i: number) => {
-        if (i >= list.length) return done({ status: ScsiStatus.GOOD });
-        send(list[i], payload, cdb, (run) => {
-          const reply = outReply(run);
-          if (reply.status !== ScsiStatus.GOOD) return rollback(i, reply);
-          step(i + 1);
-        });
-      };
-      return step(0);
+      return this.#fanOutRegister(input, list, done);
     }
-    if (sa === PrOutAction.RELEASE) {
-      let first: Reply | null = null;
+    if (sa === PrOutAction.RELEASE) return this.#fanOutRelease(input, list, done);
+    this.#fanOutOnePath(input, list, done);
+  }
+
+  /** REGISTER* on every path in `list`; where one fails, unregistered again where it took. */
+  #fanOutRegister(input: MultipathInput, list: MpathPath[], done: (reply: Reply) => void): void {
+    const { payload } = input;
+    const cdb = input.command.deviceCdb;
+    const newKey = new DataView(payload.buffer, payload.byteOffset).getBigUint64(8, false);
+    const rollback = (upTo: number, reply: Reply) => {
+      if (newKey === 0n || upTo === 0) return done(reply);
+      // unregister where it succeeded: REGISTER AND IGNORE EXISTING KEY, SA key 0
+      const undoCdb = cdb.slice();
+      undoCdb[1] = PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY;
+      const undo = new Uint8Array(24);
       const step = (i: number) => {
-        if (i >= list.length) return done(first ?? { status: ScsiStatus.GOOD });
-        send(list[i], payload, cdb, (run) => {
-          const reply = outReply(run);
-          if (reply.status !== ScsiStatus.GOOD && first === null) first = reply;
-          step(i + 1);
-        });
+        if (i >= upTo) return done(reply);
+        this.#send(list[i], undo, undoCdb, () => step(i + 1));
       };
-      return step(0);
-    }
-    // one path: the one dm picks (SG_IO on the dm device honours dm's path
-    // states and queue_if_no_path), then each path in turn if that fails
+      step(0);
+    };
+    const step = (i: number) => {
+      if (i >= list.length) return done({ status: ScsiStatus.GOOD });
+      this.#send(list[i], payload, cdb, (run) => {
+        const reply = outReply(run);
+        if (reply.status !== ScsiStatus.GOOD) return rollback(i, reply);
+        step(i + 1);
+      });
+    };
+    step(0);
+  }
+
+  /** RELEASE on every path in `list`; the first failure is the answer. */
+  #fanOutRelease(input: MultipathInput, list: MpathPath[], done: (reply: Reply) => void): void {
+    const { payload } = input;
+    const cdb = input.command.deviceCdb;
+    let first: Reply | null = null;
+    const step = (i: number) => {
+      if (i >= list.length) return done(first ?? { status: ScsiStatus.GOOD });
+      this.#send(list[i], payload, cdb, (run) => {
+        const reply = outReply(run);
+        if (reply.status !== ScsiStatus.GOOD && first === null) first = reply;
+        step(i + 1);
+      });
+    };
+    step(0);
+  }
+
+  /**
+   * One path: the one dm picks (SG_IO on the dm device honours dm's path
+   * states and queue_if_no_path), then each path in turn if that fails.
+   */
+  #fanOutOnePath(input: MultipathInput, list: MpathPath[], done: (reply: Reply) => void): void {
+    const { payload } = input;
+    const cdb = input.command.deviceCdb;
     const step = (i: number, last: SgIoRun | Error) => {
       if (i >= list.length) return done(outReply(last));
-      send(list[i], payload, cdb, (run) => {
+      this.#send(list[i], payload, cdb, (run) => {
         if (pathFailed(run)) return step(i + 1, run);
         done(outReply(run));
       });
     };
-    sgio(
+    this.#sgio(
       { fd: input.fd },
       cdb,
       0,
@@ -647,10 +695,9 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
       UA_TRIES,
       payload,
     );
-  };
-  let ioctlsRefused = false;
+  }
 
-  const prOut = (input: MultipathInput, done: (reply: Reply) => void) => {
+  #prOut(input: MultipathInput, done: (reply: Reply) => void): void {
     const { command, payload, facts } = input;
     const planned = planPrOut(command, payload);
     if (!planned.ok) {
@@ -661,32 +708,14 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
       });
       return done(checkCondition(planned.sense));
     }
-    const { plan } = planned;
-    if (ioctlsRefused) return fanOut(input, done);
+    if (this.#ioctlsRefused) return this.#fanOut(input, done);
     const attempt = (tries: number) => {
-      clearUnitAttentions(facts, () => {
+      this.#clearUnitAttentions(facts, () => {
         try {
-          executor.submitIoctl({ fd: input.fd, request: plan.request, arg: plan.arg }, (run) => {
-            if (run instanceof Error) return done(checkCondition(Sense.LUN_COMM_FAILURE));
-            const verdict = verdictForPrIoctl(run);
-            if (verdict.retry && tries > 1) return attempt(tries - 1);
-            if (run.kind === "errno" && (run.errno === Errno.EPERM || run.errno === Errno.EACCES)) {
-              ioctlsRefused = true;
-              log.info(
-                "the kernel refuses the block-layer PR ioctls ({errno}: before Linux 6.5 they " +
-                  "need CAP_SYS_ADMIN); multipath PR OUT now goes by SG_IO to each path",
-                { errno: errnoName(run.errno), dev: `${facts.major}:${facts.minor}` },
-              );
-              return fanOut(input, done);
-            } else if (verdict.status !== ScsiStatus.GOOD) {
-              log.debug("multipath {sa}: ioctl result {result}", {
-                sa: command.serviceActionName,
-                result: run.kind === "errno" ? errnoName(run.errno) : `0x${run.value.toString(16)}`,
-                dev: `${facts.major}:${facts.minor}`,
-              });
-            }
-            done({ status: verdict.status, sense: verdict.sense });
-          });
+          this.#executor.submitIoctl(
+            { fd: input.fd, request: planned.plan.request, arg: planned.plan.arg },
+            (run) => this.#ioctlDone(input, run, { done, retry: () => attempt(tries - 1), tries }),
+          );
         } catch (e) {
           log.error("multipath PR OUT could not run: {error}", { error: String(e) });
           done(checkCondition(Sense.LUN_COMM_FAILURE));
@@ -694,24 +723,46 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
       });
     };
     attempt(IOCTL_TRIES);
-  };
+  }
 
-  return (input, done) => {
-    let answered = false;
-    const once = (reply: Reply) => {
-      if (answered) return;
-      answered = true;
-      release();
-      done(reply);
-    };
-    admit(() => {
-      try {
-        if (input.command.direction === "in") prIn(input, once);
-        else prOut(input, once);
-      } catch (e) {
-        log.error("multipath request failed: {error}", { error: String(e) });
-        once(checkCondition(Sense.LUN_COMM_FAILURE));
-      }
-    });
-  };
+  /** The answer to a PR OUT ioctl: retried, handed to the SG_IO fan-out, or the reply. */
+  #ioctlDone(
+    input: MultipathInput,
+    run: PrIoctlResult | Error,
+    next: { done: (reply: Reply) => void; retry: () => void; tries: number },
+  ): void {
+    const { command, facts } = input;
+    const { done } = next;
+    if (run instanceof Error) return done(checkCondition(Sense.LUN_COMM_FAILURE));
+    const verdict = verdictForPrIoctl(run);
+    if (verdict.retry && next.tries > 1) return next.retry();
+    if (run.kind === "errno" && (run.errno === Errno.EPERM || run.errno === Errno.EACCES)) {
+      this.#ioctlsRefused = true;
+      log.info(
+        "the kernel refuses the block-layer PR ioctls ({errno}: before Linux 6.5 they " +
+          "need CAP_SYS_ADMIN); multipath PR OUT now goes by SG_IO to each path",
+        { errno: errnoName(run.errno), dev: `${facts.major}:${facts.minor}` },
+      );
+      return this.#fanOut(input, done);
+    } else if (verdict.status !== ScsiStatus.GOOD) {
+      log.debug("multipath {sa}: ioctl result {result}", {
+        sa: command.serviceActionName,
+        result: run.kind === "errno" ? errnoName(run.errno) : `0x${run.value.toString(16)}`,
+        dev: `${facts.major}:${facts.minor}`,
+      });
+    }
+    done({ status: verdict.status, sense: verdict.sense });
+  }
+}
+
+/**
+ * The multipath hook of the request handler: PR IN by SG_IO on the dm device
+ * (dm sends it to an active path; if that fails at transport level, each path
+ * in turn), PR OUT as one PR ioctl on the dm device after clearing pending
+ * unit attentions on every path. `done` is called once, from the executor's
+ * drain (or right away for a refusal).
+ */
+export function createMultipathHandler(options: MultipathHandlerOptions): MultipathHandler {
+  const runner = new MultipathRunner(options);
+  return (input, done) => runner.handle(input, done);
 }
