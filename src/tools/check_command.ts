@@ -58,13 +58,7 @@ import { readKernelSelinuxFacts } from "../selinux_access.ts";
 import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";
 import { type CapabilitiesData, decodePrIn, PR_TYPE_NAMES, scsiStatusName } from "./prin_decode.ts";
 import { writeText } from "./client_command.ts";
-import {
-  getopt,
-  type GetoptError,
-  type GetoptRules,
-  type HandlerResult,
-  type OptionSpec,
-} from "./getopt.ts";
+import { getopt, type GetoptError, type GetoptRules, type OptionSpec } from "./getopt.ts";
 
 /** How a finding came out. */
 export type FindingStatus = "ok" | "info" | "warn" | "fail" | "skip";
@@ -979,11 +973,14 @@ interface CheckState {
 }
 
 /** An option with a value that must not be empty. */
-function valueOption(long: string, set: (o: CheckOptions, v: string) => string | void) {
+function valueOption(
+  long: string,
+  set: (o: CheckOptions, v: string) => string | void,
+): OptionSpec<CheckState> {
   return {
     long: [long],
     value: true,
-    handle: (s: CheckState, v: string, name: string): HandlerResult => {
+    handle: (s, v, name) => {
       if (v === "") return { error: `${name} needs a value` };
       const problem = set(s.o, v);
       return problem === undefined ? undefined : { error: problem };

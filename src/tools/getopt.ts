@@ -84,18 +84,29 @@ function longOption<S>(
   if (name === "" || matches.length === 0) return { error: { kind: "unknown", arg: a } };
   if (new Set(matches).size > 1) return { error: { kind: "ambiguous", arg: a } };
   const spec = matches[0];
-  if (!spec.value) {
-    if (eq >= 0 && !spec.dropsValue) {
-      return { error: { kind: "no-value-allowed", arg: a, name: written } };
-    }
-    return { found: [{ spec, value: "", name: a }], operands: [], next: i + 1 };
+  if (!spec.value && eq >= 0 && !spec.dropsValue) {
+    return { error: { kind: "no-value-allowed", arg: a, name: written } };
   }
-  if (eq >= 0) {
-    return { found: [{ spec, value: a.slice(eq + 1), name: written }], operands: [], next: i + 1 };
-  }
-  if (i + 1 < args.length) {
-    return { found: [{ spec, value: args[i + 1], name: a }], operands: [], next: i + 2 };
-  }
+  const inline = spec.value && eq >= 0 ? { value: a.slice(eq + 1), name: written } : undefined;
+  return wholeArgument(spec, args, { i, inline });
+}
+
+/** An option that is all of `args[i]`: no value, its `inline` one, or the next argument. */
+function wholeArgument<S>(
+  spec: OptionSpec<S>,
+  args: readonly string[],
+  at: { i: number; inline?: { value: string; name: string } },
+): Step<S> {
+  const { i, inline } = at;
+  const a = args[i];
+  const one = (value: string, name: string, next: number): Step<S> => ({
+    found: [{ spec, value, name }],
+    operands: [],
+    next,
+  });
+  if (!spec.value) return one("", a, i + 1);
+  if (inline !== undefined) return one(inline.value, inline.name, i + 1);
+  if (i + 1 < args.length) return one(args[i + 1], a, i + 2);
   return { error: { kind: "needs-value", arg: a, name: a } };
 }
 
@@ -109,11 +120,7 @@ function shortOptions<S>(
   if (!rules.bundling) {
     const spec = a.length === 2 ? specs.find((s) => s.short === a[1]) : undefined;
     if (spec === undefined) return { error: { kind: "unknown", arg: a } };
-    if (!spec.value) return { found: [{ spec, value: "", name: a }], operands: [], next: i + 1 };
-    if (i + 1 < args.length) {
-      return { found: [{ spec, value: args[i + 1], name: a }], operands: [], next: i + 2 };
-    }
-    return { error: { kind: "needs-value", arg: a, name: a } };
+    return wholeArgument(spec, args, { i });
   }
   const found: Found<S>[] = [];
   for (let j = 1; j < a.length; j++) {
