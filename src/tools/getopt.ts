@@ -64,14 +64,17 @@ interface Found<S> {
   name: string;
 }
 
+/** The command line being read, with its table and rules. */
+interface Line<S> {
+  args: readonly string[];
+  specs: readonly OptionSpec<S>[];
+  rules: GetoptRules;
+}
+
 type Step<S> = { found: Found<S>[]; operands: string[]; next: number } | { error: GetoptError };
 
-function longOption<S>(
-  args: readonly string[],
-  i: number,
-  specs: readonly OptionSpec<S>[],
-  rules: GetoptRules,
-): Step<S> {
+function longOption<S>(line: Line<S>, i: number): Step<S> {
+  const { args, specs, rules } = line;
   const a = args[i];
   const eq = a.indexOf("=");
   const written = eq < 0 ? a : a.slice(0, eq);
@@ -110,12 +113,8 @@ function wholeArgument<S>(
   return { error: { kind: "needs-value", arg: a, name: a } };
 }
 
-function shortOptions<S>(
-  args: readonly string[],
-  i: number,
-  specs: readonly OptionSpec<S>[],
-  rules: GetoptRules,
-): Step<S> {
+function shortOptions<S>(line: Line<S>, i: number): Step<S> {
+  const { args, specs, rules } = line;
   const a = args[i];
   if (!rules.bundling) {
     const spec = a.length === 2 ? specs.find((s) => s.short === a[1]) : undefined;
@@ -140,16 +139,12 @@ function shortOptions<S>(
   return { found, operands: [], next: i + 1 };
 }
 
-function step<S>(
-  args: readonly string[],
-  i: number,
-  specs: readonly OptionSpec<S>[],
-  rules: GetoptRules,
-): Step<S> {
+function step<S>(line: Line<S>, i: number): Step<S> {
+  const args = line.args;
   const a = args[i];
   if (a === "--") return { found: [], operands: args.slice(i + 1), next: args.length };
-  if (a.startsWith("--")) return longOption(args, i, specs, rules);
-  if (a.startsWith("-") && a.length > 1) return shortOptions(args, i, specs, rules);
+  if (a.startsWith("--")) return longOption(line, i);
+  if (a.startsWith("-") && a.length > 1) return shortOptions(line, i);
   return { found: [], operands: [a], next: i + 1 };
 }
 
@@ -168,7 +163,7 @@ export function getopt<S>(
   const steps: { found: Found<S>[]; operands: string[] }[] = [];
   let syntax: GetoptError | null = null;
   for (let i = 0; i < args.length;) {
-    const s = step(args, i, specs, rules);
+    const s = step({ args, specs, rules }, i);
     if ("error" in s) {
       syntax = s.error;
       break;
