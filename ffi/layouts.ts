@@ -133,12 +133,21 @@ export const STATX = {
   stx_dev_minor: 0x8c,
 } as const;
 
-/** The block layer's PR ioctl argument structs (`<linux/pr.h>`). */
+/** `struct pr_registration` (`<linux/pr.h>`): IOC_PR_REGISTER's argument. */
+export const PR_REGISTRATION = { size: 24, old_key: 0, new_key: 8, flags: 16 } as const;
+/** `struct pr_reservation` (`<linux/pr.h>`): IOC_PR_RESERVE's and IOC_PR_RELEASE's. */
+export const PR_RESERVATION = { size: 16, key: 0, type: 8, flags: 12 } as const;
+/** `struct pr_preempt` (`<linux/pr.h>`): IOC_PR_PREEMPT's and IOC_PR_PREEMPT_ABORT's. */
+export const PR_PREEMPT = { size: 24, old_key: 0, new_key: 8, type: 16, flags: 20 } as const;
+/** `struct pr_clear` (`<linux/pr.h>`): IOC_PR_CLEAR's. */
+export const PR_CLEAR = { size: 16, key: 0, flags: 8 } as const;
+
+/** The block layer's PR ioctl argument structs (`<linux/pr.h>`), by C name: their sizes. */
 export const PR_STRUCTS = {
-  pr_registration: 24,
-  pr_reservation: 16,
-  pr_preempt: 24,
-  pr_clear: 16,
+  pr_registration: PR_REGISTRATION.size,
+  pr_reservation: PR_RESERVATION.size,
+  pr_preempt: PR_PREEMPT.size,
+  pr_clear: PR_CLEAR.size,
 } as const;
 
 /** `struct av_decision` (`<selinux/selinux.h>`): six 32-bit fields. */

@@ -22,7 +22,7 @@
  */
 
 import type { ErrnoResult } from "./errno.ts";
-import { PR_STRUCTS } from "./layouts.ts";
+import { PR_CLEAR, PR_PREEMPT, PR_REGISTRATION, PR_RESERVATION, PR_STRUCTS } from "./layouts.ts";
 import { lastErrno, libc } from "./libc.ts";
 
 function iow(nr: number, size: number): number {
@@ -64,6 +64,42 @@ const SIZES: ReadonlyMap<number, number> = new Map([
 /** The size of the struct a PR ioctl request takes, or null if `request` is not one. */
 export function prIoctlArgSize(request: number): number | null {
   return SIZES.get(request >>> 0) ?? null;
+}
+
+/** IOC_PR_REGISTER's `struct pr_registration`. */
+export function prRegistration(oldKey: bigint, newKey: bigint, flags: number): Uint8Array {
+  const arg = new Uint8Array(PR_REGISTRATION.size);
+  const v = new DataView(arg.buffer);
+  v.setBigUint64(PR_REGISTRATION.old_key, oldKey, true);
+  v.setBigUint64(PR_REGISTRATION.new_key, newKey, true);
+  v.setUint32(PR_REGISTRATION.flags, flags, true);
+  return arg;
+}
+
+/** IOC_PR_RESERVE's and IOC_PR_RELEASE's `struct pr_reservation` (no flags). */
+export function prReservation(key: bigint, type: number): Uint8Array {
+  const arg = new Uint8Array(PR_RESERVATION.size);
+  const v = new DataView(arg.buffer);
+  v.setBigUint64(PR_RESERVATION.key, key, true);
+  v.setUint32(PR_RESERVATION.type, type, true);
+  return arg;
+}
+
+/** IOC_PR_PREEMPT's and IOC_PR_PREEMPT_ABORT's `struct pr_preempt` (no flags). */
+export function prPreempt(oldKey: bigint, newKey: bigint, type: number): Uint8Array {
+  const arg = new Uint8Array(PR_PREEMPT.size);
+  const v = new DataView(arg.buffer);
+  v.setBigUint64(PR_PREEMPT.old_key, oldKey, true);
+  v.setBigUint64(PR_PREEMPT.new_key, newKey, true);
+  v.setUint32(PR_PREEMPT.type, type, true);
+  return arg;
+}
+
+/** IOC_PR_CLEAR's `struct pr_clear` (no flags). */
+export function prClear(key: bigint): Uint8Array {
+  const arg = new Uint8Array(PR_CLEAR.size);
+  new DataView(arg.buffer).setBigUint64(PR_CLEAR.key, key, true);
+  return arg;
 }
 
 /** The outcome of a PR ioctl: the errno, or the (non-negative) return value. */

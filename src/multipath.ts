@@ -30,7 +30,16 @@
 import { listDirectory } from "../ffi/dirent.ts";
 import { Errno, errnoName } from "../ffi/errno.ts";
 import { readSmallFile } from "../ffi/files.ts";
-import { PR_FL_IGNORE_KEY, PrIoctl, type PrIoctlResult, PrIoctlType } from "../ffi/pr_ioctl.ts";
+import {
+  PR_FL_IGNORE_KEY,
+  prClear,
+  PrIoctl,
+  type PrIoctlResult,
+  PrIoctlType,
+  prPreempt,
+  prRegistration,
+  prReservation,
+} from "../ffi/pr_ioctl.ts";
 import { type PrCommand, PrOutAction, PrOutFlags, PrType } from "./cdb.ts";
 import type { DeviceFacts } from "./device_check.ts";
 import type { SgIoExecutor, SgIoRun } from "./executor.ts";
@@ -166,32 +175,6 @@ export function ioctlTypeOf(scsiType: number): number | null {
   return IOCTL_TYPE.get(scsiType) ?? null;
 }
 
-function registration(oldKey: bigint, newKey: bigint, flags: number): Uint8Array {
-  const arg = new Uint8Array(24);
-  const v = new DataView(arg.buffer);
-  v.setBigUint64(0, oldKey, true);
-  v.setBigUint64(8, newKey, true);
-  v.setUint32(16, flags, true);
-  return arg;
-}
-
-function reservation(key: bigint, type: number): Uint8Array {
-  const arg = new Uint8Array(16);
-  const v = new DataView(arg.buffer);
-  v.setBigUint64(0, key, true);
-  v.setUint32(8, type, true);
-  return arg;
-}
-
-function preemption(oldKey: bigint, newKey: bigint, type: number): Uint8Array {
-  const arg = new Uint8Array(24);
-  const v = new DataView(arg.buffer);
-  v.setBigUint64(0, oldKey, true);
-  v.setBigUint64(8, newKey, true);
-  v.setUint32(16, type, true);
-  return arg;
-}
-
 function refuse(sense: SenseCode, reason: string): PrOutPlan {
   return { ok: false, sense, reason };
 }
@@ -269,18 +252,18 @@ export function planPrOut(command: PrCommand, payload: Uint8Array): PrOutPlan {
   });
   switch (sa) {
     case PrOutAction.REGISTER:
-      return plan(PrIoctl.REGISTER, registration(key, saKey, 0));
+      return plan(PrIoctl.REGISTER, prRegistration(key, saKey, 0));
     case PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY:
-      return plan(PrIoctl.REGISTER, registration(key, saKey, PR_FL_IGNORE_KEY));
+      return plan(PrIoctl.REGISTER, prRegistration(key, saKey, PR_FL_IGNORE_KEY));
     case PrOutAction.CLEAR:
-      return plan(PrIoctl.CLEAR, reservation(key, 0));
+      return plan(PrIoctl.CLEAR, prClear(key));
     case PrOutAction.RESERVE:
     case PrOutAction.RELEASE: {
       const type = typed();
       if (typeof type !== "number") return type;
       return plan(
         sa === PrOutAction.RESERVE ? PrIoctl.RESERVE : PrIoctl.RELEASE,
-        reservation(key, type),
+        prReservation(key, type),
       );
     }
     default: { // PREEMPT, PREEMPT AND ABORT
@@ -288,7 +271,7 @@ export function planPrOut(command: PrCommand, payload: Uint8Array): PrOutPlan {
       if (typeof type !== "number") return type;
       return plan(
         sa === PrOutAction.PREEMPT ? PrIoctl.PREEMPT : PrIoctl.PREEMPT_ABORT,
-        preemption(key, saKey, type),
+        prPreempt(key, saKey, type),
       );
     }
   }

@@ -13,6 +13,10 @@ import {
   MSGHDR,
   PASSWD,
   POLLFD,
+  PR_CLEAR,
+  PR_PREEMPT,
+  PR_REGISTRATION,
+  PR_RESERVATION,
   PR_STRUCTS,
   RLIMIT,
   SG_IO_HDR,
@@ -44,6 +48,10 @@ const STRUCTS: Record<string, [string, Record<string, number>]> = {
   PASSWD: ["struct passwd", PASSWD],
   GROUP: ["struct group", GROUP],
   STATFS: ["struct statfs", STATFS],
+  PR_REGISTRATION: ["struct pr_registration", PR_REGISTRATION],
+  PR_RESERVATION: ["struct pr_reservation", PR_RESERVATION],
+  PR_PREEMPT: ["struct pr_preempt", PR_PREEMPT],
+  PR_CLEAR: ["struct pr_clear", PR_CLEAR],
   SIGSET: ["sigset_t", SIGSET],
 };
 
