@@ -8,7 +8,7 @@
 
 import { Errno, SysError } from "./errno.ts";
 import { STAT, STATX } from "./layouts.ts";
-import { check, cString, lastErrno, libc } from "./libc.ts";
+import { check, checkFound, checkReady, cString, lastErrno, libc } from "./libc.ts";
 
 const F_GETFD = 1;
 const F_SETFD = 2;
@@ -72,24 +72,12 @@ export function openPath(path: string, flags: number, mode = 0o644): number {
 
 /** read(2) once; null if it would block. */
 export function readFd(fd: number, buf: Uint8Array): number | null {
-  const rc = Number(libc.read(fd, buf, BigInt(buf.length)));
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.EAGAIN || e === Errno.EINTR) return null;
-    throw new SysError("read", e, String(fd));
-  }
-  return rc;
+  return checkReady("read", libc.read(fd, buf, BigInt(buf.length)), String(fd));
 }
 
 /** write(2) once; returns bytes written, or null if it would block. */
 export function writeSome(fd: number, data: Uint8Array): number | null {
-  const rc = Number(libc.write(fd, data, BigInt(data.length)));
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.EAGAIN || e === Errno.EINTR) return null;
-    throw new SysError("write", e, String(fd));
-  }
-  return rc;
+  return checkReady("write", libc.write(fd, data, BigInt(data.length)), String(fd));
 }
 
 /** write(2) all of `data` (a blocking fd is assumed). */
@@ -122,12 +110,8 @@ export function readSmallFile(path: string, max = 65536): string | null {
  * Other failures throw {@linkcode SysError}.
  */
 export function readSmallBytes(path: string, max = 65536): Uint8Array | null {
-  const rc = libc.open(cString(path), O_RDONLY | O_CLOEXEC, 0);
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.ENOENT || e === Errno.ENOTDIR) return null;
-    throw new SysError("open", e, path);
-  }
+  const rc = checkFound("open", libc.open(cString(path), O_RDONLY | O_CLOEXEC, 0), path);
+  if (rc === null) return null;
   try {
     const buf = new Uint8Array(max);
     let n = 0;
@@ -146,12 +130,8 @@ export function readSmallBytes(path: string, max = 65536): Uint8Array | null {
 /** readlink(2); null if the path does not exist. */
 export function readLink(path: string): string | null {
   const buf = new Uint8Array(4096);
-  const rc = Number(libc.readlink(cString(path), buf, BigInt(buf.length)));
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.ENOENT || e === Errno.ENOTDIR) return null;
-    throw new SysError("readlink", e, path);
-  }
+  const rc = checkFound("readlink", libc.readlink(cString(path), buf, BigInt(buf.length)), path);
+  if (rc === null) return null;
   return new TextDecoder().decode(buf.subarray(0, rc));
 }
 
@@ -329,11 +309,6 @@ function makeDev(major: number, minor: number): bigint {
 /** stat(2); null if the path does not exist. */
 export function statPath(path: string): FileStat | null {
   const buf = new Uint8Array(STAT.size);
-  const rc = libc.stat(cString(path), buf);
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.ENOENT || e === Errno.ENOTDIR) return null;
-    throw new SysError("stat", e, path);
-  }
+  if (checkFound("stat", libc.stat(cString(path), buf), path) === null) return null;
   return decodeStat(new DataView(buf.buffer));
 }

@@ -21,7 +21,7 @@
  * @module
  */
 
-import { SysError } from "./errno.ts";
+import { Errno, SysError } from "./errno.ts";
 
 /** Absolute path of the C library this process loads. */
 export const LIBC_PATH: string = Deno.build.arch === "aarch64"
@@ -224,4 +224,35 @@ export function check(call: string, rc: number | bigint, subject?: string): numb
   const n = Number(rc);
   if (n < 0) throw new SysError(call, lastErrno(), subject);
   return n;
+}
+
+const NOT_FOUND: readonly number[] = [Errno.ENOENT, Errno.ENOTDIR];
+const NOT_READY: readonly number[] = [Errno.EAGAIN, Errno.EINTR];
+
+function checkUnless(
+  call: string,
+  rc: number | bigint,
+  options: { subject?: string; quiet: readonly number[] },
+): number | null {
+  const n = Number(rc);
+  if (n >= 0) return n;
+  const e = lastErrno();
+  if (options.quiet.includes(e)) return null;
+  throw new SysError(call, e, options.subject);
+}
+
+/**
+ * {@linkcode check} for a call on a path that may not exist: null when errno
+ * says so (ENOENT, ENOTDIR). For the other modules of ffi/ only.
+ */
+export function checkFound(call: string, rc: number | bigint, path: string): number | null {
+  return checkUnless(call, rc, { subject: path, quiet: NOT_FOUND });
+}
+
+/**
+ * {@linkcode check} for a call on a non-blocking fd: null when it would block
+ * or was interrupted (EAGAIN, EINTR). For the other modules of ffi/ only.
+ */
+export function checkReady(call: string, rc: number | bigint, subject?: string): number | null {
+  return checkUnless(call, rc, { subject, quiet: NOT_READY });
 }

@@ -19,7 +19,7 @@
 import { STATFS } from "./layouts.ts";
 import { Errno, SysError } from "./errno.ts";
 import { closeFd, O_RDONLY, openPath, readFd, readSmallBytes } from "./files.ts";
-import { cString, lastErrno, libc } from "./libc.ts";
+import { checkFound, cString, libc } from "./libc.ts";
 
 /** Where selinuxfs is mounted (the kernel creates this mount point only when SELinux is on). */
 export const SELINUXFS_PATH = "/sys/fs/selinux";
@@ -44,12 +44,7 @@ export interface FilesystemStatus {
  */
 export function statFilesystem(path: string): FilesystemStatus | null {
   const buf = new Uint8Array(STATFS.size);
-  const rc = libc.statfs(cString(path), buf);
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.ENOENT || e === Errno.ENOTDIR) return null;
-    throw new SysError("statfs", e, path);
-  }
+  if (checkFound("statfs", libc.statfs(cString(path), buf), path) === null) return null;
   const v = new DataView(buf.buffer);
   const flags = v.getUint32(STATFS.f_flags, true);
   return {

@@ -8,7 +8,7 @@
 
 import { Errno, SysError } from "./errno.ts";
 import { CMSGHDR, IOVEC, MSGHDR, SOCKADDR_UN, UCRED } from "./layouts.ts";
-import { addressOf, check, lastErrno, libc } from "./libc.ts";
+import { addressOf, check, checkReady, lastErrno, libc } from "./libc.ts";
 
 /** Address and socket constants (Linux). */
 export const AF_UNIX = 1;
@@ -81,11 +81,7 @@ export function listenSocket(fd: number, backlog: number): void {
 
 /** accept4(2), close-on-exec and non-blocking; `null` when no connection is waiting. */
 export function acceptConnection(fd: number): number | null {
-  const rc = libc.accept4(fd, null, null, SOCK_CLOEXEC | SOCK_NONBLOCK);
-  if (rc >= 0) return rc;
-  const e = lastErrno();
-  if (e === Errno.EAGAIN || e === Errno.EINTR) return null;
-  throw new SysError("accept4", e);
+  return checkReady("accept4", libc.accept4(fd, null, null, SOCK_CLOEXEC | SOCK_NONBLOCK));
 }
 
 /** shutdown(2), both directions unless `how` says; errors (e.g. ENOTCONN) are ignored. */
@@ -251,12 +247,8 @@ export function recvWithFds(
   msg.prepare(addressOf(buf) + BigInt(offset), length, CONTROL_LEN);
   const flags = MSG_CMSG_CLOEXEC | (options.dontWait ? MSG_DONTWAIT : 0);
   // keep `buf` alive across the call: it is referenced by address only
-  const rc = Number(libc.recvmsg(fd, msg.header, flags));
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.EAGAIN || e === Errno.EINTR) return null;
-    throw new SysError("recvmsg", e);
-  }
+  const rc = checkReady("recvmsg", libc.recvmsg(fd, msg.header, flags));
+  if (rc === null) return null;
   void buf.length;
   const v = msg.view;
   const controlLen = Number(v.getBigUint64(MSGHDR.msg_controllen, true));
@@ -302,12 +294,7 @@ export function sendWithFds(
   }
   msg.prepare(addressOf(data), data.length, controlLen);
   const flags = MSG_NOSIGNAL | (options.dontWait ? MSG_DONTWAIT : 0);
-  const rc = Number(libc.sendmsg(fd, msg.header, flags));
+  const rc = checkReady("sendmsg", libc.sendmsg(fd, msg.header, flags));
   void data.length;
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.EAGAIN || e === Errno.EINTR) return null;
-    throw new SysError("sendmsg", e);
-  }
   return rc;
 }

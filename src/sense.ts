@@ -18,8 +18,11 @@ import { ScsiStatus, SENSE_LEN } from "./wire.ts";
 
 /** A sense key with its additional sense code and qualifier. */
 export interface SenseCode {
+  /** Sense key, e.g. {@linkcode SenseKey.ILLEGAL_REQUEST}. */
   key: number;
+  /** Additional sense code. */
   asc: number;
+  /** Additional sense code qualifier. */
   ascq: number;
 }
 
@@ -130,7 +133,9 @@ export function formatSense(sense: SenseCode): string {
 
 /** Status and sense of a reply the helper builds. */
 export interface Verdict {
+  /** SCSI status byte, e.g. {@linkcode ScsiStatus.CHECK_CONDITION}. */
   status: number;
+  /** Fixed-format sense ({@linkcode SENSE_LEN} bytes; zeros without CHECK CONDITION). */
   sense: Uint8Array;
 }
 

@@ -86,6 +86,10 @@ export class ProtocolError extends Error {
   /** fds to close: set by {@linkcode RequestFramer.push}, empty elsewhere. */
   readonly discard: readonly number[];
 
+  /**
+   * A refused frame: `reason` says why the connection ends, `message` what
+   * the peer sent; `options.discard` the fds the framer held.
+   */
   constructor(
     reason: CloseReason | "bad-reply",
     message: string,
@@ -134,6 +138,7 @@ export function cdbDataLength(cdb: Uint8Array): number {
 
 /** What a received CDB tells the framer. */
 export interface CdbFrame {
+  /** PR IN or PR OUT. */
   opcode: typeof PR_IN | typeof PR_OUT;
   /** N: allocation length for IN, payload length for OUT. */
   dataLength: number;
@@ -182,6 +187,7 @@ export interface Reply {
 
 /** The request a reply answers: what bounds its data. */
 export interface ReplyBounds {
+  /** PR IN or PR OUT: only a PR IN reply carries data. */
   opcode: number;
   /** N of the request's CDB. */
   dataLength: number;
@@ -209,9 +215,11 @@ export function encodeReply(reply: Reply, bounds: ReplyBounds): Uint8Array {
 
 /** A decoded reply header. */
 export interface ReplyHeader {
+  /** SCSI status byte. */
   status: number;
   /** Length of the data that follows. */
   dataLength: number;
+  /** The sense field ({@linkcode SENSE_LEN} bytes). */
   sense: Uint8Array;
 }
 
@@ -249,9 +257,11 @@ export function decodeReplyHeader(header: Uint8Array, bounds: ReplyBounds): Repl
 
 /** A complete request as the framer delivers it. */
 export interface Request {
+  /** The CDB, {@linkcode CDB_LEN} bytes. */
   cdb: Uint8Array;
   /** The one fd that came with the CDB (the receiver owns it). */
   fd: number;
+  /** The CDB's framing facts. */
   frame: CdbFrame;
   /** PR OUT parameter list (empty for PR IN). */
   payload: Uint8Array;

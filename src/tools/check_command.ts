@@ -23,13 +23,7 @@
  */
 
 import { writeText } from "./client_command.ts";
-import {
-  getopt,
-  type GetoptError,
-  type GetoptRules,
-  type HandlerResult,
-  type OptionSpec,
-} from "./getopt.ts";
+import { getopt, type GetoptError, type GetoptRules, type OptionSpec } from "./getopt.ts";
 import { checkExitStatus, formatFindings } from "./check_findings.ts";
 import { type CheckOptions, runCheck } from "./check_probes.ts";
 
@@ -53,11 +47,14 @@ interface CheckState {
 }
 
 /** An option with a value that must not be empty. */
-function valueOption(long: string, set: (o: CheckOptions, v: string) => string | void) {
+function valueOption(
+  long: string,
+  set: (o: CheckOptions, v: string) => string | void,
+): OptionSpec<CheckState> {
   return {
     long: [long],
     value: true,
-    handle: (s: CheckState, v: string, name: string): HandlerResult => {
+    handle: (s, v, name) => {
       if (v === "") return { error: `${name} needs a value` };
       const problem = set(s.o, v);
       return problem === undefined ? undefined : { error: problem };

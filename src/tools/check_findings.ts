@@ -152,80 +152,94 @@ const TYPE_BITS: [keyof CapabilitiesData["types"], number][] = [
   ["exclusiveAccessAllRegistrants", 8],
 ];
 
+type CapabilitiesError = Extract<CapabilitiesProbe, { kind: "error" }>;
+type CapabilitiesReply = Extract<CapabilitiesProbe, { kind: "reply" }>;
+
 /** Findings about PR support (pure). */
 export function capabilityFindings(probe: CapabilitiesProbe): Finding[] {
   if (probe.kind === "skipped") return [f("pr", "skip", `PR support not checked: ${probe.why}`)];
-  if (probe.kind === "error") {
-    if (probe.errno === "EPERM" || probe.errno === "EACCES") {
-      return [f(
-        "pr",
-        "fail",
-        `REPORT CAPABILITIES by ${probe.via} failed: ${probe.message}`,
-        "SG_IO to a SCSI device needs CAP_SYS_RAWIO: run check as root, or give --socket to ask " +
-          "through the daemon",
-      )];
-    }
+  if (probe.kind === "error") return capabilityErrorFindings(probe);
+  const via = probe.via === "helper" ? "through the helper" : "by SG_IO";
+  if (probe.status !== ScsiStatus.GOOD) return capabilityRefusalFindings(probe, via);
+  return capabilitySupportFindings(probe, via);
+}
+
+/** REPORT CAPABILITIES could not be sent. */
+function capabilityErrorFindings(probe: CapabilitiesError): Finding[] {
+  if (probe.errno === "EPERM" || probe.errno === "EACCES") {
     return [f(
       "pr",
       "fail",
       `REPORT CAPABILITIES by ${probe.via} failed: ${probe.message}`,
-      probe.via === "helper"
-        ? "see the daemon findings below and the daemon's log"
-        : "check that the device answers SCSI commands (sg_inq DEVICE)",
+      "SG_IO to a SCSI device needs CAP_SYS_RAWIO: run check as root, or give --socket to ask " +
+        "through the daemon",
     )];
   }
-  const via = probe.via === "helper" ? "through the helper" : "by SG_IO";
-  if (probe.status !== ScsiStatus.GOOD) {
-    const sense = parseSense(probe.sense);
-    const code = probe.status === ScsiStatus.CHECK_CONDITION && sense !== null
-      ? formatSense(sense)
-      : null;
-    const what = `REPORT CAPABILITIES ${via}: ${scsiStatusName(probe.status)}` +
-      (code === null ? "" : ` ${code}`);
-    if (code === "05/20/02") {
-      return [f(
-        "pr",
-        "fail",
-        `${what}: the helper refused access (SELinux or its peer policy)`,
-        "see the SELinux findings (give --as with the VM's context) and the daemon's log " +
-          "(prhelperd avc: lines)",
-      )];
-    }
-    if (code?.startsWith("05/") && probe.readKeysStatus === ScsiStatus.GOOD) {
-      return [f(
-        "pr",
-        "warn",
-        `${what}, but READ KEYS works: the device has persistent reservations without ` +
-          "REPORT CAPABILITIES (an SPC-2 device); types, ATP_C and PTPL_C are unknown",
-        "nothing to do unless the guest needs REPORT CAPABILITIES (Windows failover clustering " +
-          "asks for it)",
-      )];
-    }
-    if (code === "05/20/00" || code === "05/24/00") {
-      return [f(
-        "pr",
-        "fail",
-        `${what}: the device does not support PERSISTENT RESERVE IN`,
-        "use a device (or a target configuration) with SCSI-3 persistent reservations",
-      )];
-    }
-    if (code === "0B/00/06" && probe.via === "helper") {
-      return [f(
-        "pr",
-        "fail",
-        `${what}: the helper's SG_IO failed (I/O PROCESS TERMINATED)`,
-        "most often the daemon lacks CAP_SYS_RAWIO (see the daemon findings); else see its log",
-      )];
-    }
+  return [f(
+    "pr",
+    "fail",
+    `REPORT CAPABILITIES by ${probe.via} failed: ${probe.message}`,
+    probe.via === "helper"
+      ? "see the daemon findings below and the daemon's log"
+      : "check that the device answers SCSI commands (sg_inq DEVICE)",
+  )];
+}
+
+/** REPORT CAPABILITIES answered with a status other than GOOD. */
+function capabilityRefusalFindings(probe: CapabilitiesReply, via: string): Finding[] {
+  const sense = parseSense(probe.sense);
+  const code = probe.status === ScsiStatus.CHECK_CONDITION && sense !== null
+    ? formatSense(sense)
+    : null;
+  const what = `REPORT CAPABILITIES ${via}: ${scsiStatusName(probe.status)}` +
+    (code === null ? "" : ` ${code}`);
+  if (code === "05/20/02") {
     return [f(
       "pr",
       "fail",
-      `${what}`,
-      probe.status === ScsiStatus.RESERVATION_CONFLICT
-        ? "another initiator holds a reservation that blocks PR IN; see sg_persist -s"
-        : "retry; if it persists, check the device and its paths (dmesg)",
+      `${what}: the helper refused access (SELinux or its peer policy)`,
+      "see the SELinux findings (give --as with the VM's context) and the daemon's log " +
+        "(prhelperd avc: lines)",
     )];
   }
+  if (code?.startsWith("05/") && probe.readKeysStatus === ScsiStatus.GOOD) {
+    return [f(
+      "pr",
+      "warn",
+      `${what}, but READ KEYS works: the device has persistent reservations without ` +
+        "REPORT CAPABILITIES (an SPC-2 device); types, ATP_C and PTPL_C are unknown",
+      "nothing to do unless the guest needs REPORT CAPABILITIES (Windows failover clustering " +
+        "asks for it)",
+    )];
+  }
+  if (code === "05/20/00" || code === "05/24/00") {
+    return [f(
+      "pr",
+      "fail",
+      `${what}: the device does not support PERSISTENT RESERVE IN`,
+      "use a device (or a target configuration) with SCSI-3 persistent reservations",
+    )];
+  }
+  if (code === "0B/00/06" && probe.via === "helper") {
+    return [f(
+      "pr",
+      "fail",
+      `${what}: the helper's SG_IO failed (I/O PROCESS TERMINATED)`,
+      "most often the daemon lacks CAP_SYS_RAWIO (see the daemon findings); else see its log",
+    )];
+  }
+  return [f(
+    "pr",
+    "fail",
+    `${what}`,
+    probe.status === ScsiStatus.RESERVATION_CONFLICT
+      ? "another initiator holds a reservation that blocks PR IN; see sg_persist -s"
+      : "retry; if it persists, check the device and its paths (dmesg)",
+  )];
+}
+
+/** What a GOOD REPORT CAPABILITIES says the device supports. */
+function capabilitySupportFindings(probe: CapabilitiesReply, via: string): Finding[] {
   const caps = decodePrIn(PrInAction.REPORT_CAPABILITIES, probe.data, {
     allocationLength: MAX_DATA_LEN,
   }) as CapabilitiesData;

@@ -449,6 +449,31 @@ PR Out TYPE field value meanings:
   8:    exclusive access, all registrants
 `;
 
+/** sg_persist's defaults: PR IN READ KEYS (once chosen), 8192 bytes, read-write. */
+function defaultClientOptions(socket: string): ClientOptions {
+  return {
+    socket,
+    device: "",
+    prIn: true,
+    prinSa: -1,
+    prOutSa: -1,
+    allocationLength: DEFAULT_ALLOC_LEN,
+    paramRk: 0n,
+    paramSark: 0n,
+    prOutType: 0,
+    allTgPt: false,
+    aptpl: false,
+    unreg: false,
+    relativeTargetPort: 0,
+    transportIds: [],
+    hex: 0,
+    json: false,
+    readonly: false,
+    verbose: 0,
+    timeoutMs: undefined,
+  };
+}
+
 /**
  * Parse `prhelperd client` arguments (after the word `client`), with
  * sg_persist's rules and messages; pure except for `readText`.
@@ -462,27 +487,7 @@ export function parseClientArgs(args: readonly string[], options: ParseClientOpt
     stderr: `${msg}\n${withUsage ? usage : ""}`,
   });
   const state: ClientState = {
-    o: {
-      socket: options.defaultSocket,
-      device: "",
-      prIn: true,
-      prinSa: -1,
-      prOutSa: -1,
-      allocationLength: DEFAULT_ALLOC_LEN,
-      paramRk: 0n,
-      paramSark: 0n,
-      prOutType: 0,
-      allTgPt: false,
-      aptpl: false,
-      unreg: false,
-      relativeTargetPort: 0,
-      transportIds: [],
-      hex: 0,
-      json: false,
-      readonly: false,
-      verbose: 0,
-      timeoutMs: undefined,
-    },
+    o: defaultClientOptions(options.defaultSocket),
     help: 0,
     version: false,
     wantIn: false,

@@ -64,14 +64,17 @@ interface Found<S> {
   name: string;
 }
 
+/** The command line being read, with its table and rules. */
+interface Line<S> {
+  args: readonly string[];
+  specs: readonly OptionSpec<S>[];
+  rules: GetoptRules;
+}
+
 type Step<S> = { found: Found<S>[]; operands: string[]; next: number } | { error: GetoptError };
 
-function longOption<S>(
-  args: readonly string[],
-  i: number,
-  specs: readonly OptionSpec<S>[],
-  rules: GetoptRules,
-): Step<S> {
+function longOption<S>(line: Line<S>, i: number): Step<S> {
+  const { args, specs, rules } = line;
   const a = args[i];
   const eq = a.indexOf("=");
   const written = eq < 0 ? a : a.slice(0, eq);
@@ -84,36 +87,39 @@ function longOption<S>(
   if (name === "" || matches.length === 0) return { error: { kind: "unknown", arg: a } };
   if (new Set(matches).size > 1) return { error: { kind: "ambiguous", arg: a } };
   const spec = matches[0];
-  if (!spec.value) {
-    if (eq >= 0 && !spec.dropsValue) {
-      return { error: { kind: "no-value-allowed", arg: a, name: written } };
-    }
-    return { found: [{ spec, value: "", name: a }], operands: [], next: i + 1 };
+  if (!spec.value && eq >= 0 && !spec.dropsValue) {
+    return { error: { kind: "no-value-allowed", arg: a, name: written } };
   }
-  if (eq >= 0) {
-    return { found: [{ spec, value: a.slice(eq + 1), name: written }], operands: [], next: i + 1 };
-  }
-  if (i + 1 < args.length) {
-    return { found: [{ spec, value: args[i + 1], name: a }], operands: [], next: i + 2 };
-  }
+  const inline = spec.value && eq >= 0 ? { value: a.slice(eq + 1), name: written } : undefined;
+  return wholeArgument(spec, args, { i, inline });
+}
+
+/** An option that is all of `args[i]`: no value, its `inline` one, or the next argument. */
+function wholeArgument<S>(
+  spec: OptionSpec<S>,
+  args: readonly string[],
+  at: { i: number; inline?: { value: string; name: string } },
+): Step<S> {
+  const { i, inline } = at;
+  const a = args[i];
+  const one = (value: string, name: string, next: number): Step<S> => ({
+    found: [{ spec, value, name }],
+    operands: [],
+    next,
+  });
+  if (!spec.value) return one("", a, i + 1);
+  if (inline !== undefined) return one(inline.value, inline.name, i + 1);
+  if (i + 1 < args.length) return one(args[i + 1], a, i + 2);
   return { error: { kind: "needs-value", arg: a, name: a } };
 }
 
-function shortOptions<S>(
-  args: readonly string[],
-  i: number,
-  specs: readonly OptionSpec<S>[],
-  rules: GetoptRules,
-): Step<S> {
+function shortOptions<S>(line: Line<S>, i: number): Step<S> {
+  const { args, specs, rules } = line;
   const a = args[i];
   if (!rules.bundling) {
     const spec = a.length === 2 ? specs.find((s) => s.short === a[1]) : undefined;
     if (spec === undefined) return { error: { kind: "unknown", arg: a } };
-    if (!spec.value) return { found: [{ spec, value: "", name: a }], operands: [], next: i + 1 };
-    if (i + 1 < args.length) {
-      return { found: [{ spec, value: args[i + 1], name: a }], operands: [], next: i + 2 };
-    }
-    return { error: { kind: "needs-value", arg: a, name: a } };
+    return wholeArgument(spec, args, { i });
   }
   const found: Found<S>[] = [];
   for (let j = 1; j < a.length; j++) {
@@ -133,16 +139,12 @@ function shortOptions<S>(
   return { found, operands: [], next: i + 1 };
 }
 
-function step<S>(
-  args: readonly string[],
-  i: number,
-  specs: readonly OptionSpec<S>[],
-  rules: GetoptRules,
-): Step<S> {
+function step<S>(line: Line<S>, i: number): Step<S> {
+  const args = line.args;
   const a = args[i];
   if (a === "--") return { found: [], operands: args.slice(i + 1), next: args.length };
-  if (a.startsWith("--")) return longOption(args, i, specs, rules);
-  if (a.startsWith("-") && a.length > 1) return shortOptions(args, i, specs, rules);
+  if (a.startsWith("--")) return longOption(line, i);
+  if (a.startsWith("-") && a.length > 1) return shortOptions(line, i);
   return { found: [], operands: [a], next: i + 1 };
 }
 
@@ -161,7 +163,7 @@ export function getopt<S>(
   const steps: { found: Found<S>[]; operands: string[] }[] = [];
   let syntax: GetoptError | null = null;
   for (let i = 0; i < args.length;) {
-    const s = step(args, i, specs, rules);
+    const s = step({ args, specs, rules }, i);
     if ("error" in s) {
       syntax = s.error;
       break;
