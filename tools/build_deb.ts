@@ -134,7 +134,7 @@ Version: ${debVersion}
 Architecture: ${arch}
 Maintainer: prhelperd developers <prhelperd@example.org>
 Installed-Size: ${installedKb}
-Depends: libc6 (>= 2.27), libgcc-s1, libselinux1, systemd | systemd-standalone-sysusers
+Depends: libc6 (>= 2.27), libgcc-s1, libselinux1, acl, systemd | systemd-standalone-sysusers
 Suggests: libvirt-daemon-system, qemu-system-x86
 Section: admin
 Priority: optional
@@ -155,6 +155,10 @@ const POSTINST = `#!/bin/sh
 set -e
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ]; then
 	systemd-sysusers \${DPKG_ROOT:+--root="$DPKG_ROOT"} prhelperd.conf
+	# the multipath path devices that exist now get the prhelperd ACL (udev rule)
+	if [ -z "$DPKG_ROOT" ] && [ -d /run/udev ] && command -v udevadm >/dev/null; then
+		udevadm trigger --action=change --subsystem-match=block --property-match=DM_MULTIPATH_DEVICE_PATH=1 || true
+	fi
 	if deb-systemd-helper --quiet was-enabled prhelperd.socket; then
 		deb-systemd-helper enable prhelperd.socket >/dev/null || true
 	else
@@ -179,6 +183,12 @@ if [ -d /run/systemd/system ]; then
 fi
 if [ "$1" = "remove" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper mask prhelperd.socket >/dev/null || true
+fi
+if [ "$1" = "remove" ] && command -v setfacl >/dev/null && getent passwd prhelperd >/dev/null; then
+	# the udev rule is gone: take back what it granted on multipath path devices
+	for dev in /dev/sd*; do
+		[ -b "$dev" ] && setfacl -x u:prhelperd "$dev" 2>/dev/null || true
+	done
 fi
 if [ "$1" = "purge" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper purge prhelperd.socket >/dev/null || true
@@ -299,6 +309,10 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
   await copy(`${root}/packaging/prhelperd.socket`, `${unitDir}/prhelperd.socket`);
   await copy(`${root}/packaging/prhelperd.service`, `${unitDir}/prhelperd.service`);
   await copy(`${root}/packaging/prhelperd.sysusers`, `${stage}/usr/lib/sysusers.d/prhelperd.conf`);
+  await copy(
+    `${root}/packaging/prhelperd-multipath.rules`,
+    `${stage}/usr/lib/udev/rules.d/61-prhelperd-multipath.rules`,
+  );
   await gzipTo(
     await Deno.readFile(`${root}/packaging/prhelperd.8`),
     `${stage}/usr/share/man/man8/prhelperd.8.gz`,
