@@ -15,7 +15,7 @@
 
 import { closeFd, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR, openPath } from "../../ffi/files.ts";
 import { SysError } from "../../ffi/errno.ts";
-import { PrInAction, prInCdb, PrOutAction, prOutCdb } from "../cdb.ts";
+import { PrInAction, prInCdb, PrOutAction, prOutCdb, PrOutFlags } from "../cdb.ts";
 import { HelperConnectionError, PrHelperClient, type PrReply } from "../client.ts";
 import { formatSense, parseSense } from "../sense.ts";
 import { MAX_DATA_LEN, ProtocolError, ScsiStatus } from "../wire.ts";
@@ -604,9 +604,9 @@ export function buildCommand(o: ClientOptions): { cdb: Uint8Array; payload: Uint
     const v = new DataView(payload.buffer);
     v.setBigUint64(0, o.paramRk);
     v.setBigUint64(8, o.paramSark);
-    payload[20] = (o.allTgPt ? 0x04 : 0) | (o.aptpl ? 0x01 : 0);
+    payload[20] = (o.allTgPt ? PrOutFlags.ALL_TG_PT : 0) | (o.aptpl ? PrOutFlags.APTPL : 0);
     if (tidLen > 0) {
-      payload[20] |= 0x08; // SPEC_I_PT
+      payload[20] |= PrOutFlags.SPEC_I_PT;
       v.setUint32(24, tidLen);
       let off = 28;
       for (const t of o.transportIds) {
