@@ -1,13 +1,13 @@
 /**
  * File descriptors and files through libc: close, fcntl, open, read, write,
- * readlink, unlink, flock, pipes, small sysfs/procfs reads, and stat/statx.
+ * readlink, unlink, fcntl record locks, pipes, small sysfs/procfs reads, and stat/statx.
  * Rules as in ffi/libc.ts.
  *
  * @module
  */
 
 import { Errno, SysError } from "./errno.ts";
-import { STAT, STATX } from "./layouts.ts";
+import { FLOCK, STAT, STATX } from "./layouts.ts";
 import { check, checkFound, checkReady, cString, lastErrno, libc } from "./libc.ts";
 
 const F_GETFD = 1;
@@ -27,8 +27,12 @@ export const O_NOFOLLOW = 0o400000;
 export const O_DIRECTORY = 0o200000;
 /** An fd that only names a file (no I/O, no ioctl): `open(2)` O_PATH, also reported by F_GETFL. */
 export const O_PATH = 0o10000000;
-const LOCK_EX = 2;
-const LOCK_NB = 4;
+const F_GETLK = 5;
+const F_SETLK = 6;
+const F_OFD_GETLK = 36;
+const F_OFD_SETLK = 37;
+const F_WRLCK = 1;
+const F_UNLCK = 2;
 
 // ---------------------------------------------------------------- fds
 
@@ -144,13 +148,62 @@ export function unlinkPath(path: string): boolean {
   throw new SysError("unlink", e, path);
 }
 
-/** flock(LOCK_EX|LOCK_NB): true if taken, false if another process holds it. */
-export function tryLockExclusive(fd: number): boolean {
-  const rc = libc.flock(fd, LOCK_EX | LOCK_NB);
+/**
+ * Who owns an fcntl(2) record lock: `"ofd"` (F_OFD_SETLK: the open file
+ * description, so it lives as long as any duplicate of the fd, across execve,
+ * and closing another fd of the same file does not drop it) or `"process"`
+ * (F_SETLK: the classic POSIX lock of the calling process, as libvirt's
+ * virFileLock and QEMU's lockf take). Both kinds conflict with each other;
+ * neither conflicts with flock(2).
+ */
+export type LockOwner = "ofd" | "process";
+
+/** Options of {@linkcode tryLockExclusive} and {@linkcode writeLockHolder}. */
+export interface RecordLockOptions {
+  /** Lock kind (default "ofd"). */
+  owner?: LockOwner;
+  /** First byte (default 0). */
+  start?: number;
+  /** Number of bytes; 0 (the default) is "to the end of the file, however long". */
+  length?: number;
+}
+
+function flockStruct(type: number, options: RecordLockOptions): Uint8Array {
+  const buf = new Uint8Array(FLOCK.size);
+  const view = new DataView(buf.buffer);
+  view.setInt16(FLOCK.l_type, type, true);
+  view.setInt16(FLOCK.l_whence, 0, true); // SEEK_SET
+  view.setBigInt64(FLOCK.l_start, BigInt(options.start ?? 0), true);
+  view.setBigInt64(FLOCK.l_len, BigInt(options.length ?? 0), true);
+  return buf;
+}
+
+/**
+ * Take an exclusive (write) fcntl(2) record lock without waiting: true if
+ * taken, false if someone else holds a conflicting lock. The fd must be open
+ * for writing.
+ */
+export function tryLockExclusive(fd: number, options: RecordLockOptions = {}): boolean {
+  const cmd = (options.owner ?? "ofd") === "ofd" ? F_OFD_SETLK : F_SETLK;
+  const rc = libc.fcntl_lock(fd, cmd, flockStruct(F_WRLCK, options));
   if (rc === 0) return true;
   const e = lastErrno();
-  if (e === Errno.EAGAIN) return false;
-  throw new SysError("flock", e, String(fd));
+  if (e === Errno.EAGAIN || e === Errno.EACCES) return false;
+  throw new SysError("fcntl", e, `F_${cmd === F_SETLK ? "" : "OFD_"}SETLK ${fd}`);
+}
+
+/**
+ * Who would stop this process from taking a write lock on the range (F_GETLK
+ * or F_OFD_GETLK): null if nobody, else the holder's pid (-1 when the holder
+ * is an open file description, which has no pid).
+ */
+export function writeLockHolder(fd: number, options: RecordLockOptions = {}): number | null {
+  const cmd = (options.owner ?? "ofd") === "ofd" ? F_OFD_GETLK : F_GETLK;
+  const buf = flockStruct(F_WRLCK, options);
+  check("fcntl", libc.fcntl_lock(fd, cmd, buf), `F_${cmd === F_GETLK ? "" : "OFD_"}GETLK ${fd}`);
+  const view = new DataView(buf.buffer);
+  if (view.getInt16(FLOCK.l_type, true) === F_UNLCK) return null;
+  return view.getInt32(FLOCK.l_pid, true);
 }
 
 /** lseek(fd, 0, SEEK_SET). */

@@ -85,6 +85,16 @@ export const UCRED = { size: 12, pid: 0, uid: 4, gid: 8 } as const;
 /** `struct pollfd`. */
 export const POLLFD = { size: 8, fd: 0, events: 4, revents: 6 } as const;
 
+/** `struct flock` (fcntl(2) record locks: F_SETLK, F_GETLK, F_OFD_SETLK, F_OFD_GETLK). */
+export const FLOCK = {
+  size: 32,
+  l_type: 0,
+  l_whence: 2,
+  l_start: 8,
+  l_len: 16,
+  l_pid: 24,
+} as const;
+
 /** `struct rlimit`. */
 export const RLIMIT = { size: 16, rlim_cur: 0, rlim_max: 8 } as const;
 

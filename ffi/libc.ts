@@ -57,6 +57,8 @@ const symbols = {
   close: { parameters: ["i32"], result: "i32" },
   // int fcntl(int fd, int cmd, ... /* int arg */)
   fcntl: { parameters: ["i32", "i32", "i64"], result: "i32" },
+  // int fcntl(int fd, int cmd, ... /* struct flock *lock */): the record-lock commands
+  fcntl_lock: { name: "fcntl", parameters: ["i32", "i32", "buffer"], result: "i32" },
   // int fstat(int fd, struct stat *st)
   fstat: { parameters: ["i32", "buffer"], result: "i32" },
   // int stat(const char *path, struct stat *st)
@@ -88,8 +90,6 @@ const symbols = {
   statfs: { parameters: ["buffer", "buffer"], result: "i32" },
   // int unlink(const char *path)
   unlink: { parameters: ["buffer"], result: "i32" },
-  // int flock(int fd, int op)
-  flock: { parameters: ["i32", "i32"], result: "i32" },
   // off_t lseek(int fd, off_t offset, int whence)
   lseek: { parameters: ["i32", "i64", "i32"], result: "i64" },
   // int ftruncate(int fd, off_t len)

@@ -210,6 +210,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
       spec: options.trace.join(","),
     });
   }
+  if (options.ignoredArgs.length > 0) {
+    log.warning("arguments {args} ignored (as qemu-pr-helper ignores them)", {
+      args: options.ignoredArgs.map((a) => JSON.stringify(a)).join(" "),
+    });
+  }
   const stage2 = stage2Fds();
   const readyFd = detachedReadyFd(env(DETACH_ENV));
   if (options.daemon && readyFd === null && stage2 === null) return detachAndWait();
@@ -228,6 +233,7 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const executor = new SgIoExecutor({ maxWorkers: options.maxSgioWorkers });
   // sd_notify (a no-op outside systemd): STATUS= at most once a second.
   const notifier = new Notifier();
+  if (notifier.config.ignored) log.debug("{why}", { why: notifier.config.ignored });
   const status = new StatusThrottle(notifier);
   let security: Security | null = null;
   try {

@@ -8,6 +8,7 @@ import {
   AV_DECISION,
   CAP,
   CMSGHDR,
+  FLOCK,
   GROUP,
   IOVEC,
   MSGHDR,
@@ -40,6 +41,7 @@ const STRUCTS: Record<string, [string, Record<string, number>]> = {
   UCRED: ["struct ucred", UCRED],
   POLLFD: ["struct pollfd", POLLFD],
   RLIMIT: ["struct rlimit", RLIMIT],
+  FLOCK: ["struct flock", FLOCK],
   SIGACTION: ["struct sigaction", SIGACTION],
   STAT: ["struct stat", STAT],
   STATX: ["struct statx", STATX],
@@ -75,6 +77,7 @@ function cProgram(): string {
   out("CAP.dataSize", "sizeof(struct __user_cap_data_struct)");
   out("SPAWNATTR", "sizeof(posix_spawnattr_t)");
   return `#define _GNU_SOURCE
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/pr.h>

@@ -75,9 +75,13 @@ export function denoBinary(): string {
 /**
  * The permission set "daemon" of deno.json as `deno run` flags. Relative read
  * entries (the source tree) become `readDir`, where the bundle and the Worker
- * module are installed.
+ * module are installed, or, if `readDir` is a function, what it makes of each
+ * entry (tools/prhelperd: the checkout's own directories).
  */
-export function permissionFlags(set: Record<string, unknown>, readDir: string): string[] {
+export function permissionFlags(
+  set: Record<string, unknown>,
+  readDir: string | ((relative: string) => string),
+): string[] {
   const flags: string[] = [];
   for (const [kind, value] of Object.entries(set)) {
     if (value === false || value === undefined) continue;
@@ -90,11 +94,24 @@ export function permissionFlags(set: Record<string, unknown>, readDir: string): 
     if (kind === "read" || kind === "write") {
       const rel = items.filter((p) => !p.startsWith("/"));
       items = items.filter((p) => p.startsWith("/"));
-      if (rel.length > 0 && kind === "read") items.push(readDir);
+      if (rel.length > 0 && kind === "read") {
+        items.push(...(typeof readDir === "string" ? [readDir] : rel.map(readDir)));
+      }
     }
     if (items.length > 0) flags.push(`--allow-${kind}=${[...new Set(items)].join(",")}`);
   }
   return flags;
+}
+
+/**
+ * The flags of the source-tree launcher tools/prhelperd: the same permission
+ * set, given as flags and not as `-P=daemon` (Deno prints "Permissions in the
+ * config file is an experimental feature" on every start that reads them from
+ * deno.json), relative reads under `$root`, and the daemon's V8 flags.
+ */
+export function sourceLauncherFlags(permissions: Record<string, unknown>): string[] {
+  const rel = (p: string) => `$root/${p.replace(/^\.\//, "")}`;
+  return [...permissionFlags(permissions, rel), v8FlagsArgument()];
 }
 
 /**
