@@ -9,7 +9,7 @@
 import "./src/ignore_sigusr1.ts";
 import { parseArgs } from "./src/cli.ts";
 import { runDaemon } from "./src/daemon.ts";
-import { StartupError } from "./src/listener.ts";
+import { StartupError } from "./src/startup_error.ts";
 import { DEFAULT_SOCKET, VERSION } from "./src/cli.ts";
 import { clientMain } from "./src/tools/client_command.ts";
 import { checkMain } from "./src/tools/check_command.ts";

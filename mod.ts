@@ -21,6 +21,9 @@ export {
   parseSense,
   Sense,
   type SenseCode,
+  SenseKey,
+  type SenseName,
+  type Verdict,
 } from "./src/sense.ts";
 export {
   closeFd,

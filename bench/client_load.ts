@@ -40,6 +40,13 @@ export interface LoadOptions {
   /** With maxRequests: called each time this many more replies have arrived. */
   reportEvery?: number;
   onProgress?: (requests: number) => void;
+  /**
+   * What each request is (default "prin"): PR IN READ KEYS with a read-write
+   * fd of /dev/null, or "prout-ro", PR OUT REGISTER with a read-only fd of
+   * /dev/null, which qemu-pr-helper and prhelperd both refuse without an
+   * ioctl (the like-for-like rows). The C client only.
+   */
+  request?: "prin" | "prout-ro";
 }
 
 /** A load client. */
@@ -86,7 +93,12 @@ async function runC(loadgen: string, o: LoadOptions): Promise<LoadResult> {
   if (o.maxRequests !== undefined) {
     args.push(String(o.maxRequests), String(o.reportEvery ?? 0));
   }
-  const child = new Deno.Command(loadgen, { args, stdout: "piped", stderr: "piped" }).spawn();
+  const child = new Deno.Command(loadgen, {
+    args,
+    env: { LOADGEN_REQUEST: o.request ?? "prin" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
   const stderr = new Response(child.stderr).text();
   let last = "";
   let buffered = "";
@@ -159,6 +171,9 @@ export type WorkerReply =
   | { kind: "error"; message: string };
 
 async function runDeno(o: LoadOptions): Promise<LoadResult> {
+  if ((o.request ?? "prin") !== "prin") {
+    throw new Error(`the Deno client sends only PR IN; request "${o.request}" needs the C client`);
+  }
   const nWorkers = Math.ceil(o.connections / CONNECTIONS_PER_WORKER);
   const shared = new SharedArrayBuffer(8);
   const counters = new Int32Array(shared);

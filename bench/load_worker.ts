@@ -8,20 +8,13 @@
 
 /// <reference lib="deno.worker" />
 
-import {
-  closeFd,
-  connectUnix,
-  O_RDWR,
-  openPath,
-  POLLIN,
-  PollSet,
-  recvWithFds,
-  sendWithFds,
-  unixSocket,
-} from "../ffi/libc.ts";
+import { closeFd, O_RDWR, openPath } from "../ffi/files.ts";
+import { POLLIN, PollSet } from "../ffi/poll.ts";
+import { connectUnix, recvWithFds, sendWithFds, unixSocket } from "../ffi/sockets.ts";
+import { MAX_DATA_LEN, REPLY_HEADER_LEN } from "../src/wire.ts";
 import type { WorkerReply, WorkerStart } from "./client_load.ts";
 
-const HDR = 104;
+const HDR = REPLY_HEADER_LEN;
 
 function readExactly(fd: number, n: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -51,7 +44,7 @@ function run(msg: WorkerStart): WorkerReply {
     const cdb = new Uint8Array(16);
     cdb[0] = 0x5e;
     cdb[7] = 0x20;
-    const bufs = fds.map(() => new Uint8Array(HDR + 8192));
+    const bufs = fds.map(() => new Uint8Array(HDR + MAX_DATA_LEN));
     const have = fds.map(() => 0);
     const need = fds.map(() => HDR);
     const sentAt = fds.map(() => 0);
@@ -96,7 +89,7 @@ function run(msg: WorkerStart): WorkerReply {
         if (have[i] === HDR && need[i] === HDR) {
           const b = bufs[i];
           const sz = ((b[4] << 24) | (b[5] << 16) | (b[6] << 8) | b[7]) >>> 0;
-          if (sz > 8192) throw new Error(`reply sz ${sz} exceeds 8192`);
+          if (sz > MAX_DATA_LEN) throw new Error(`reply sz ${sz} exceeds ${MAX_DATA_LEN}`);
           need[i] = HDR + sz;
         }
         if (have[i] < need[i]) continue;

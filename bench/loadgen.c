@@ -10,6 +10,10 @@
  *     replies (if given), then one JSON line:
  *       {"requests":N,"seconds":S,"rps":R,"p50_us":A,"p99_us":B,"errors":E,"status":{...}}
  *     Latency is sendmsg() start to last reply byte, per request.
+ *     LOADGEN_REQUEST=prout-ro sends PR OUT REGISTER (24-byte parameter list)
+ *     with a read-only fd of /dev/null instead: every helper refuses that
+ *     without an ioctl (qemu-pr-helper after F_GETFL, prhelperd after its
+ *     device check), so both daemons do the same kind of work.
  *     With MAX_REQUESTS > 0 it stops after that many replies, or when
  *     WARMUP_MS + DURATION_MS have passed (a safety limit), and counts every reply.
  *
@@ -82,10 +86,13 @@ static void write_full(int fd, const void *buf, size_t n) {
   }
 }
 
-static int send_cdb(int sock, const uint8_t *cdb, int devfd) {
+#define PROUT_LEN 24
+
+/* one request: the CDB and, for PR OUT, its parameter list (len bytes in all) */
+static int send_cdb(int sock, const uint8_t *cdb, size_t len, int devfd) {
   char control[CMSG_SPACE(sizeof(int))];
   memset(control, 0, sizeof control);
-  struct iovec iov = {.iov_base = (void *)cdb, .iov_len = CDB_LEN};
+  struct iovec iov = {.iov_base = (void *)cdb, .iov_len = len};
   struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
                      .msg_controllen = sizeof control};
   struct cmsghdr *c = CMSG_FIRSTHDR(&m);
@@ -95,9 +102,9 @@ static int send_cdb(int sock, const uint8_t *cdb, int devfd) {
   memcpy(CMSG_DATA(c), &devfd, sizeof(int));
   for (;;) {
     ssize_t r = sendmsg(sock, &m, MSG_NOSIGNAL);
-    if (r == CDB_LEN) return 0;
+    if (r == (ssize_t)len) return 0;
     if (r < 0 && errno == EINTR) continue;
-    return -1; /* a 16-byte write on a fresh reply cycle is never partial */
+    return -1; /* a 16- or 40-byte write on a fresh reply cycle is never partial */
   }
 }
 
@@ -129,12 +136,29 @@ static int do_load(int argc, char **argv) {
     fprintf(stderr, "loadgen: CONNS \"%s\" must be at least 1\n", argv[3]);
     return 2;
   }
-  int devfd = open("/dev/null", O_RDWR | O_CLOEXEC);
+  const char *kind = getenv("LOADGEN_REQUEST");
+  int prout = kind != NULL && strcmp(kind, "prout-ro") == 0;
+  if (kind != NULL && !prout && strcmp(kind, "prin") != 0) {
+    fprintf(stderr, "loadgen: LOADGEN_REQUEST \"%s\" must be prin or prout-ro\n", kind);
+    return 2;
+  }
+  int devfd = open("/dev/null", (prout ? O_RDONLY : O_RDWR) | O_CLOEXEC);
   if (devfd < 0) die("/dev/null");
-  /* PERSISTENT RESERVE IN, READ KEYS, allocation length 8192 (as QEMU pads it) */
-  uint8_t cdb[CDB_LEN] = {0x5e, 0x00};
-  cdb[7] = MAX_DATA >> 8;
-  cdb[8] = MAX_DATA & 0xff;
+  uint8_t cdb[CDB_LEN + PROUT_LEN] = {0};
+  size_t cdb_len = CDB_LEN;
+  if (prout) {
+    /* PERSISTENT RESERVE OUT, REGISTER, key 0 -> 0x1234, parameter list 24 bytes */
+    cdb[0] = 0x5f;
+    cdb[8] = PROUT_LEN;
+    cdb[CDB_LEN + 15] = 0x34;
+    cdb[CDB_LEN + 14] = 0x12;
+    cdb_len += PROUT_LEN;
+  } else {
+    /* PERSISTENT RESERVE IN, READ KEYS, allocation length 8192 (as QEMU pads it) */
+    cdb[0] = 0x5e;
+    cdb[7] = MAX_DATA >> 8;
+    cdb[8] = MAX_DATA & 0xff;
+  }
 
   struct conn *cs = calloc((size_t)nconn, sizeof *cs);
   if (!cs) die("calloc");
@@ -164,7 +188,7 @@ static int do_load(int argc, char **argv) {
     cs[i].sent_at = now_ns();
     cs[i].have = 0;
     cs[i].need = HDR_LEN;
-    if (send_cdb(cs[i].fd, cdb, devfd) < 0) die("sendmsg");
+    if (send_cdb(cs[i].fd, cdb, cdb_len, devfd) < 0) die("sendmsg");
   }
   struct epoll_event evs[256];
   int stopping = 0;
@@ -224,7 +248,7 @@ static int do_load(int argc, char **argv) {
       c->have = 0;
       c->need = HDR_LEN;
       c->sent_at = now_ns();
-      if (send_cdb(c->fd, cdb, devfd) < 0) {
+      if (send_cdb(c->fd, cdb, cdb_len, devfd) < 0) {
         errors++;
         epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);

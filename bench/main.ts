@@ -20,7 +20,7 @@
 
 import { DAEMON_V8_FLAGS } from "../tools/runtime_flags.ts";
 import { parseArgs } from "node:util";
-import { getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
+import { getNofileLimit, setNofileLimit } from "../ffi/process.ts";
 import {
   cClient,
   compileLoadgen,
@@ -105,8 +105,9 @@ async function throughput(
   specs: DaemonSpec[],
   client: LoadClient,
   plan: Plan,
-  dir: string,
+  options: { dir: string; request?: "prin" | "prout-ro" },
 ): Promise<Figures> {
+  const { dir, request } = options;
   const out: Figures = {};
   const running: RunningDaemon[] = [];
   try {
@@ -120,6 +121,7 @@ async function throughput(
             connections: conns,
             warmupMs: plan.warmupMs,
             durationMs: plan.durationMs,
+            request,
           });
           const cpu1 = cpuNs(d.pid);
           const replies = Object.values(r.status).reduce((a, b) => a + b, 0);
@@ -136,7 +138,9 @@ async function throughput(
           (out[`${d.spec.name}/${conns}`] ??= []).push(r);
           const cpu = r.serverCpuUs === undefined ? "?" : r.serverCpuUs.toFixed(1);
           log(
-            `round ${round + 1}/${plan.rounds} ${d.spec.name} x${conns}: ` +
+            `round ${round + 1}/${plan.rounds} ${d.spec.name} x${conns}${
+              request ? ` ${request}` : ""
+            }: ` +
               `${r.rps.toFixed(0)} rps, p50 ${r.p50Us.toFixed(1)} us, ` +
               `p99 ${r.p99Us.toFixed(1)} us, server CPU ${cpu} us/request`,
           );
@@ -159,6 +163,11 @@ export interface BenchResults {
   plan: Plan;
   client: string;
   figures: Figures;
+  /**
+   * The like-for-like rows' figures: PR OUT with a read-only fd, which both
+   * daemons refuse without an ioctl (null without the C client or qemu-pr-helper).
+   */
+  alike: Figures | null;
   memory: Record<string, MemoryResult | null>;
   startup: Record<string, number | null>;
   activated: Record<string, number | null>;
@@ -167,14 +176,21 @@ export interface BenchResults {
 
 const MiB = 1024;
 
-/** Throughput, latency and CPU rows: daemon `a` against daemon `b`. */
-function throughputRows(figures: Figures, plan: Plan, a: string, b: string): Row[] {
+/**
+ * Throughput, latency and CPU rows: daemon `names.a` against daemon `names.b`,
+ * each metric prefixed with `names.label` when given.
+ */
+function throughputRows(
+  figures: Figures,
+  plan: Plan,
+  names: { a: string; b: string; label?: string },
+): Row[] {
   const rows: Row[] = [];
-  const P = a;
-  const Q = b;
+  const P = names.a;
+  const Q = names.b;
   const r = { figures, plan };
   for (const c of r.plan.concurrency) {
-    const n = c === 1 ? "1 conn" : `${c} conns`;
+    const n = `${c === 1 ? "1 conn" : `${c} conns`}${names.label ? `, ${names.label}` : ""}`;
     const floor = r.figures[`floor/${c}`] ? "floor" : null;
     rows.push({
       metric: `round trips/s, ${n}`,
@@ -216,7 +232,10 @@ function buildRows(r: Omit<BenchResults, "rows">): Row[] {
   const rows: Row[] = [];
   const P = "prhelperd";
   const Q = "qemu-pr-helper";
-  rows.push(...throughputRows(r.figures, r.plan, P, Q));
+  rows.push(...throughputRows(r.figures, r.plan, { a: P, b: Q }));
+  if (r.alike) {
+    rows.push(...throughputRows(r.alike, r.plan, { a: P, b: Q, label: "like-for-like" }));
+  }
   const mp = r.memory[P];
   const mq = r.memory[Q];
   const mib = (k: number | undefined | null) => k === undefined || k === null ? null : k / MiB;
@@ -418,10 +437,10 @@ async function main(args: string[]): Promise<number> {
       });
       const shipped = prhelperdSpec({ name: "jitless", extraArgs: values["prhelperd-arg"] });
       log(`A/B: V8 flags ${jitFlags.join(",")} against ${DAEMON_V8_FLAGS.join(",")}`);
-      const figures = await throughput([withJit, shipped], client, plan, dir);
+      const figures = await throughput([withJit, shipped], client, plan, { dir });
       console.log(`machine: ${machine()}; load average ${loadAverage()}`);
       console.log(
-        formatTable(throughputRows(figures, plan, "jit", "jitless"), {
+        formatTable(throughputRows(figures, plan, { a: "jit", b: "jitless" }), {
           columns: ["jit", "jitless"],
         }),
       );
@@ -444,10 +463,10 @@ async function main(args: string[]): Promise<number> {
       });
       const checkout = prhelperdSpec({ name: "checkout", extraArgs: values["prhelperd-arg"] });
       log(`A/B: ${values.ab} against this checkout, ${client.description}`);
-      const figures = await throughput([patched, checkout], client, plan, dir);
+      const figures = await throughput([patched, checkout], client, plan, { dir });
       console.log(`machine: ${machine()}`);
       console.log(
-        formatTable(throughputRows(figures, plan, "patched", "checkout"), {
+        formatTable(throughputRows(figures, plan, { a: "patched", b: "checkout" }), {
           columns: ["patched", "checkout"],
         }),
       );
@@ -468,7 +487,12 @@ async function main(args: string[]): Promise<number> {
 
     const specs = [prhelperd, ...(qemu ? [qemu] : []), ...(floor ? [floor] : [])];
     log(`throughput with ${client.description}; load average ${loadAverage()}`);
-    const figures = await throughput(specs, client, plan, dir);
+    const figures = await throughput(specs, client, plan, { dir });
+    let alike: Figures | null = null;
+    if (qemu && client.kind === "c") {
+      log("like-for-like: PR OUT REGISTER with a read-only fd (both refuse without an ioctl)");
+      alike = await throughput([prhelperd, qemu], client, plan, { dir, request: "prout-ro" });
+    }
 
     const memory: Record<string, MemoryResult | null> = {};
     const startup: Record<string, number | null> = {};
@@ -492,7 +516,15 @@ async function main(args: string[]): Promise<number> {
         ? null
         : await timeActivatedFirstReply(s, { dir, runs: plan.startupRuns, activator });
     }
-    const partial = { plan, client: client.description, figures, memory, startup, activated };
+    const partial = {
+      plan,
+      client: client.description,
+      figures,
+      alike,
+      memory,
+      startup,
+      activated,
+    };
     const rows = buildRows(partial);
     const results: BenchResults = { ...partial, rows };
 

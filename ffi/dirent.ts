@@ -1,7 +1,7 @@
 /**
  * Directory listing through libc's `getdents64(2)` (Debian 12's glibc has the
  * wrapper), so sysfs directories can be read without Deno's read permission,
- * as ffi/libc.ts's `readSmallFile` reads sysfs files.
+ * as ffi/files.ts's `readSmallFile` reads sysfs files.
  *
  * `struct linux_dirent64`: u64 d_ino, s64 d_off, u16 d_reclen, u8 d_type,
  * then the NUL-terminated name.
@@ -10,12 +10,8 @@
  */
 
 import { SysError } from "./errno.ts";
-import { closeFd, lastErrno, LIBC_PATH, O_DIRECTORY, O_RDONLY, openPath } from "./libc.ts";
-
-const lib = Deno.dlopen(LIBC_PATH, {
-  // ssize_t getdents64(int fd, void *dirp, size_t count)
-  getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-});
+import { closeFd, O_DIRECTORY, O_RDONLY, openPath } from "./files.ts";
+import { lastErrno, libc } from "./libc.ts";
 
 /**
  * The names in directory `path`, without `.` and `..`, in the kernel's order.
@@ -29,7 +25,7 @@ export function listDirectory(path: string): string[] {
   const decoder = new TextDecoder();
   try {
     for (;;) {
-      const n = Number(lib.symbols.getdents64(fd, buf, BigInt(buf.length)));
+      const n = Number(libc.getdents64(fd, buf, BigInt(buf.length)));
       if (n < 0) throw new SysError("getdents64", lastErrno(), path);
       if (n === 0) break;
       for (let at = 0; at < n;) {

@@ -60,6 +60,12 @@ export function errnoName(errno: number): string {
   return NAMES.get(errno) ?? `errno ${errno}`;
 }
 
+/** A failed call as a value (where failure is an outcome, not an exception): its errno. */
+export interface ErrnoResult {
+  kind: "errno";
+  errno: number;
+}
+
 /** A failed system call: names the call, its errno and, where given, the object it acted on. */
 export class SysError extends Error {
   /** The libc function that failed, e.g. `bind`. */

@@ -85,6 +85,16 @@ export const UCRED = { size: 12, pid: 0, uid: 4, gid: 8 } as const;
 /** `struct pollfd`. */
 export const POLLFD = { size: 8, fd: 0, events: 4, revents: 6 } as const;
 
+/** `struct flock` (fcntl(2) record locks: F_SETLK, F_GETLK, F_OFD_SETLK, F_OFD_GETLK). */
+export const FLOCK = {
+  size: 32,
+  l_type: 0,
+  l_whence: 2,
+  l_start: 8,
+  l_len: 16,
+  l_pid: 24,
+} as const;
+
 /** `struct rlimit`. */
 export const RLIMIT = { size: 16, rlim_cur: 0, rlim_max: 8 } as const;
 
@@ -133,13 +143,17 @@ export const STATX = {
   stx_dev_minor: 0x8c,
 } as const;
 
-/** The block layer's PR ioctl argument structs (`<linux/pr.h>`). */
-export const PR_STRUCTS = {
-  pr_registration: 24,
-  pr_reservation: 16,
-  pr_preempt: 24,
-  pr_clear: 16,
-} as const;
+/** `struct pr_registration` (`<linux/pr.h>`): IOC_PR_REGISTER's argument. */
+export const PR_REGISTRATION = { size: 24, old_key: 0, new_key: 8, flags: 16 } as const;
+
+/** `struct pr_reservation`: IOC_PR_RESERVE's and IOC_PR_RELEASE's argument. */
+export const PR_RESERVATION = { size: 16, key: 0, type: 8, flags: 12 } as const;
+
+/** `struct pr_preempt`: IOC_PR_PREEMPT's and IOC_PR_PREEMPT_ABORT's argument. */
+export const PR_PREEMPT = { size: 24, old_key: 0, new_key: 8, type: 16, flags: 20 } as const;
+
+/** `struct pr_clear`: IOC_PR_CLEAR's argument. */
+export const PR_CLEAR = { size: 16, key: 0, flags: 8 } as const;
 
 /** `struct av_decision` (`<selinux/selinux.h>`): six 32-bit fields. */
 export const AV_DECISION = {

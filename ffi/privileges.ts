@@ -12,9 +12,10 @@
  * @module
  */
 
-import { SysError } from "./errno.ts";
+import { Errno, SysError } from "./errno.ts";
 import { CAP, GROUP, PASSWD } from "./layouts.ts";
-import { addressOf, cString, lastErrno, libc, readSmallFile } from "./libc.ts";
+import { readSmallFile } from "./files.ts";
+import { addressOf, check, cString, lastErrno, libc } from "./libc.ts";
 
 /** Capability numbers used by the daemon (`<linux/capability.h>`). */
 export const Cap = {
@@ -30,12 +31,6 @@ export const Cap = {
 /** The bit of one capability in a capability mask. */
 export function capBit(cap: number): bigint {
   return 1n << BigInt(cap);
-}
-
-function check(call: string, rc: number | bigint, subject?: string): number {
-  const n = Number(rc);
-  if (n < 0) throw new SysError(call, lastErrno(), subject);
-  return n;
 }
 
 // ---------------------------------------------------------------- capabilities
@@ -99,7 +94,6 @@ const PR_CAPBSET_DROP = 24;
 const PR_SET_NO_NEW_PRIVS = 38;
 const PR_GET_NO_NEW_PRIVS = 39;
 const PR_CAP_AMBIENT = 47;
-const PR_CAP_AMBIENT_IS_SET = 1;
 const PR_CAP_AMBIENT_RAISE = 2;
 const PR_CAP_AMBIENT_CLEAR_ALL = 4;
 
@@ -142,16 +136,6 @@ export function raiseAmbient(cap: number): void {
 /** PR_CAP_AMBIENT_CLEAR_ALL (calling thread). */
 export function clearAmbient(): void {
   prctl(PR_CAP_AMBIENT, "PR_CAP_AMBIENT_CLEAR_ALL", BigInt(PR_CAP_AMBIENT_CLEAR_ALL));
-}
-
-/** PR_CAP_AMBIENT_IS_SET (calling thread). */
-export function isAmbient(cap: number): boolean {
-  return prctl(
-    PR_CAP_AMBIENT,
-    `PR_CAP_AMBIENT_IS_SET ${cap}`,
-    BigInt(PR_CAP_AMBIENT_IS_SET),
-    BigInt(cap),
-  ) === 1;
 }
 
 /** PR_SET_NO_NEW_PRIVS (whole process from now on, inherited across execve; cannot be undone). */
@@ -241,7 +225,6 @@ export interface GroupEntry {
 // struct passwd (LP64): pw_name@0, pw_passwd@8, pw_uid@16, pw_gid@20, pw_gecos@24,
 // pw_dir@32, pw_shell@40; 48 bytes. struct group (LP64): gr_name@0, gr_passwd@8,
 // gr_gid@16, gr_mem@24; 32 bytes.
-const ERANGE = 34;
 
 function nssLookup(
   call: string,
@@ -254,11 +237,11 @@ function nssLookup(
     const buf = new Uint8Array(size);
     const out = new BigUint64Array(1);
     const rc = invoke(st, buf, out);
-    if (rc === ERANGE) continue;
+    if (rc === Errno.ERANGE) continue;
     if (rc !== 0) throw new SysError(call, rc, subject);
     return out[0] === 0n ? null : new DataView(st.buffer);
   }
-  throw new SysError(call, ERANGE, subject);
+  throw new SysError(call, Errno.ERANGE, subject);
 }
 
 /** getpwnam_r(3); null if there is no such user. */

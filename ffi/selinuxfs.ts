@@ -10,31 +10,16 @@
  * kernel enforces its policy all the same.
  *
  * Same rules as ffi/libc.ts (absolute library path, no `Deno.UnsafePointer*`,
- * errno read right after the call, {@linkcode SysError} on failure). libc is
- * opened here with its own small table, as ffi/dirent.ts does.
+ * errno read right after the call, {@linkcode SysError} on failure); `statfs`
+ * is in ffi/libc.ts's one table.
  *
  * @module
  */
 
 import { STATFS } from "./layouts.ts";
 import { Errno, SysError } from "./errno.ts";
-import {
-  closeFd,
-  cString,
-  lastErrno,
-  LIBC_PATH,
-  O_RDONLY,
-  openPath,
-  readFd,
-  readSmallBytes,
-} from "./libc.ts";
-
-const symbols = {
-  // int statfs(const char *path, struct statfs *buf)
-  statfs: { parameters: ["buffer", "buffer"], result: "i32" },
-} as const satisfies Deno.ForeignLibraryInterface;
-
-const lib = Deno.dlopen(LIBC_PATH, symbols);
+import { closeFd, O_RDONLY, openPath, readFd, readSmallBytes } from "./files.ts";
+import { checkFound, cString, libc } from "./libc.ts";
 
 /** Where selinuxfs is mounted (the kernel creates this mount point only when SELinux is on). */
 export const SELINUXFS_PATH = "/sys/fs/selinux";
@@ -59,12 +44,7 @@ export interface FilesystemStatus {
  */
 export function statFilesystem(path: string): FilesystemStatus | null {
   const buf = new Uint8Array(STATFS.size);
-  const rc = lib.symbols.statfs(cString(path), buf);
-  if (rc < 0) {
-    const e = lastErrno();
-    if (e === Errno.ENOENT || e === Errno.ENOTDIR) return null;
-    throw new SysError("statfs", e, path);
-  }
+  if (checkFound("statfs", libc.statfs(cString(path), buf), path) === null) return null;
   const v = new DataView(buf.buffer);
   const flags = v.getUint32(STATFS.f_flags, true);
   return {

@@ -31,6 +31,8 @@
  * @module
  */
 
+import { MAX_DATA_LEN, SENSE_LEN } from "../src/wire.ts";
+import type { ErrnoResult } from "./errno.ts";
 import { SG_IO_HDR as H } from "./layouts.ts";
 import { addressOf, lastErrno, libc } from "./libc.ts";
 
@@ -38,8 +40,6 @@ const SG_IO = 0x2285n;
 const SG_DXFER_NONE = -1;
 const SG_DXFER_TO_DEV = -2;
 const SG_DXFER_FROM_DEV = -3;
-/** Size of the sense buffer handed to the kernel (as QEMU's helper). */
-export const SG_SENSE_LEN = 96;
 
 /**
  * Size of every data-in buffer handed to the kernel, whatever the allocation
@@ -59,7 +59,7 @@ export const SG_SENSE_LEN = 96;
  * A target still only sends what the CDB's allocation length allows, so the
  * reply is unchanged; a target that overruns it lands in this buffer's slack.
  */
-export const DATA_IN_BUFFER_LEN = 8192 + 4096;
+export const DATA_IN_BUFFER_LEN = MAX_DATA_LEN + 4096;
 
 /**
  * The residual count of a data-in SG_IO through a {@linkcode DATA_IN_BUFFER_LEN}
@@ -83,20 +83,27 @@ export interface SgIoRequest {
   timeoutMs: number;
 }
 
+/** What the kernel filled in for a completed SG_IO: what a reply is built from. */
+export interface SgIoDone {
+  kind: "done";
+  status: number;
+  hostStatus: number;
+  driverStatus: number;
+  /** Sense bytes the kernel wrote (`senseLen` of them, where known, are meaningful). */
+  sense: Uint8Array;
+  /** Bytes of data-in the device did not fill. */
+  resid: number;
+}
+
 /** The outcome of the ioctl: either an errno, or what the kernel filled in. */
 export type SgIoResult =
-  | { kind: "errno"; errno: number }
-  | {
-    kind: "done";
-    status: number;
-    hostStatus: number;
-    driverStatus: number;
-    /** Sense bytes the kernel wrote (sb_len_wr of them are meaningful). */
-    sense: Uint8Array;
+  | ErrnoResult
+  | (SgIoDone & {
+    /** sb_len_wr: sense bytes written. */
     senseLen: number;
-    resid: number;
+    /** The kernel's duration of the command, in ms. */
     durationMs: number;
-  };
+  });
 
 /** Issue SG_IO on `fd`; never throws for an ioctl failure (the errno is the result). */
 export function sgIo(fd: number, req: SgIoRequest): SgIoResult {
@@ -106,7 +113,8 @@ export function sgIo(fd: number, req: SgIoRequest): SgIoResult {
   const hdr = new Uint8Array(H.size);
   const v = new DataView(hdr.buffer);
   const cdb = req.cdb.slice();
-  const sense = new Uint8Array(SG_SENSE_LEN);
+  // the sense buffer handed to the kernel: the reply's size, as QEMU's helper
+  const sense = new Uint8Array(SENSE_LEN);
   const data = req.data;
   const direction = req.direction === "in"
     ? SG_DXFER_FROM_DEV

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { closeFd, connectUnix, O_RDONLY, O_RDWR, openPath, unixSocket } from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, O_RDWR, openPath } from "../ffi/files.ts";
+import { connectUnix, unixSocket } from "../ffi/sockets.ts";
 import { PrHelperClient } from "../src/client.ts";
 import { prInCdb, prOutCdb } from "../src/cdb.ts";
 import { formatSense, parseSense, Sense } from "../src/sense.ts";

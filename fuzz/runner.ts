@@ -10,23 +10,16 @@
  */
 
 import { Errno, SysError } from "../ffi/errno.ts";
+import { closeFd, makePipe, O_DIRECTORY, O_RDONLY, O_RDWR, openPath } from "../ffi/files.ts";
+import { POLLIN, POLLOUT, PollSet } from "../ffi/poll.ts";
 import {
-  closeFd,
   connectUnix,
-  makePipe,
-  O_DIRECTORY,
-  O_RDONLY,
-  O_RDWR,
-  openPath,
-  POLLIN,
-  POLLOUT,
-  PollSet,
   recvWithFds,
   sendWithFds,
   shutdownSocket,
   unixSocket,
   unixSocketPair,
-} from "../ffi/libc.ts";
+} from "../ffi/sockets.ts";
 import { formatSense, parseSense, Sense } from "../src/sense.ts";
 import { decodeReplyHeader, FEATURES_LEN, REPLY_HEADER_LEN, ScsiStatus } from "../src/wire.ts";
 import { type Expectation, expectReplies, type FdKind, fromHex, type FuzzCase } from "./cases.ts";

@@ -20,6 +20,8 @@
  * @module
  */
 
+import type { FileKind } from "../ffi/files.ts";
+
 // ---------------------------------------------------------------- SELinux
 
 /** The sense data for a refused request: ILLEGAL REQUEST, ACCESS DENIED - NO ACCESS RIGHTS (05/20/02). */
@@ -32,16 +34,8 @@ export const ACCESS_DENIED_SENSE: { key: number; asc: number; ascq: number } = O
 /** The permission the daemon checks on behalf of the client. */
 export const CHECKED_PERMISSION = "ioctl";
 
-/** The kind of file a passed fd refers to (the `kind` of ffi/libc.ts `FileStat`). */
-export type DeviceKind =
-  | "block"
-  | "char"
-  | "regular"
-  | "directory"
-  | "fifo"
-  | "socket"
-  | "symlink"
-  | "unknown";
+/** The kind of file a passed fd refers to (the `kind` of ffi/files.ts `FileStat`). */
+export type DeviceKind = FileKind;
 
 /** A security context as read, or why it could not be read. */
 export type ContextRead = { context: string } | { error: string };

@@ -15,8 +15,9 @@
  * @module
  */
 
-import { readSmallBytes } from "../ffi/libc.ts";
+import { readSmallBytes } from "../ffi/files.ts";
 import { parsePrCdb } from "./cdb.ts";
+import { ScsiStatus } from "./wire.ts";
 
 // ---------------------------------------------------------------- key=value
 
@@ -210,29 +211,9 @@ export function buildAuditRecord(inputs: AuditInputs): AuditRecord {
   };
 }
 
-/** sense key / ASC / ASCQ of fixed (70h/71h) or descriptor (72h/73h) sense data; null if none. */
-export function senseTriple(
-  sense: Uint8Array,
-): { key: number; asc: number; ascq: number } | null {
-  const code = sense[0] & 0x7f;
-  if ((code === 0x70 || code === 0x71) && sense.length >= 14) {
-    return { key: sense[2] & 0xf, asc: sense[12], ascq: sense[13] };
-  }
-  if ((code === 0x72 || code === 0x73) && sense.length >= 4) {
-    return { key: sense[1] & 0xf, asc: sense[2], ascq: sense[3] };
-  }
-  return null;
-}
-
-const STATUS_TOKENS: Record<number, string> = {
-  0x00: "GOOD",
-  0x02: "CHECK_CONDITION",
-  0x08: "BUSY",
-  0x18: "RESERVATION_CONFLICT",
-  0x28: "TASK_SET_FULL",
-  0x30: "ACA_ACTIVE",
-  0x40: "TASK_ABORTED",
-};
+const STATUS_TOKENS: Record<number, string> = Object.fromEntries(
+  Object.entries(ScsiStatus).map(([name, value]) => [value, name]),
+);
 
 const TYPE_TOKENS: Record<number, string> = {
   0: "none",

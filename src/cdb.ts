@@ -70,7 +70,9 @@ const OUT_NAMES = [
 
 /** The fields of a PR CDB that logs and policies use. */
 export interface PrCommand {
+  /** Service action direction: PR IN or PR OUT. */
   direction: "in" | "out";
+  /** The service action code (CDB byte 1, low 5 bits). */
   serviceAction: number;
   /** e.g. "READ KEYS", "REGISTER", or "service action 0x1f". */
   serviceActionName: string;
@@ -120,7 +122,9 @@ export function prInCdb(serviceAction: number, allocationLength: number): Uint8A
 
 /** Options of {@linkcode prOutCdb}. */
 export interface PrOutCdbOptions {
+  /** SCOPE field (high nibble of byte 2; 0 = LU_SCOPE). */
   scope?: number;
+  /** TYPE field (low nibble of byte 2), e.g. {@linkcode PrType.WRITE_EXCLUSIVE}. */
   type?: number;
 }
 
@@ -175,12 +179,17 @@ export function prOutParameters(params: PrOutParameters): Uint8Array {
 
 /** The REGISTER AND MOVE parameter list. */
 export interface RegisterAndMoveParameters {
+  /** The registrant's reservation key. */
   key: bigint;
+  /** The key registered for the I_T nexus the registration moves to. */
   serviceActionKey: bigint;
   /** Release the I_T nexus' registration after the move. */
   unregister?: boolean;
+  /** Activate persist through power loss. */
   aptpl?: boolean;
+  /** The target port the registration moves to. */
   relativeTargetPort: number;
+  /** The TransportID of the initiator port it moves to. */
   transportId: Uint8Array;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Command line, a drop-in for qemu-pr-helper's (same short and long options,
  * same defaults), plus prhelperd's own settings. Parsing is pure: it returns
- * options or throws {@linkcode CliError}; main.ts decides what to print.
+ * what to do (run the daemon with its options, run an operator tool, or print
+ * text and exit with a status, a bad command line included); main.ts does it.
  *
  * @module
  */
@@ -38,6 +39,8 @@ export interface DaemonOptions {
   verbosity: number;
   /** -T arguments (accepted for compatibility, ignored). */
   trace: string[];
+  /** Positional arguments: qemu-pr-helper ignores them, and so does prhelperd (with a warning). */
+  ignoredArgs: string[];
   sgioTimeoutMs: number;
   stallTimeoutMs: number;
   /** Close a connection idle between requests for this long; 0: never. */
@@ -64,14 +67,6 @@ export type CliResult =
   | { kind: "exit"; code: number; stdout: string; stderr: string }
   /** An operator tool (`prhelperd client ...`, `prhelperd check ...`): main.ts runs it. */
   | { kind: "tool"; tool: "client" | "check"; args: string[] };
-
-/** Bad command line: message for stderr, exit status 1. */
-export class CliError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "CliError";
-  }
-}
 
 function positiveInt(name: string, max: number) {
   return (value: string): number => {
@@ -208,7 +203,8 @@ export function buildProgram() {
         "  prhelperd client [--socket PATH] [sg_persist options] DEVICE\n" +
         "  prhelperd check DEVICE [--socket PATH] [--as CONTEXT]\n",
     )
-    .allowExcessArguments(false);
+    // qemu-pr-helper stops at the first non-option and ignores the rest; so does prhelperd
+    .allowExcessArguments(true);
 }
 
 /** Parse the daemon's arguments (without the program name). */
@@ -240,15 +236,9 @@ export function parseArgs(args: string[]): CliResult {
     throw e;
   }
   const o = program.opts();
-  const verbose = Number(o.verbose);
-  if (o.quiet && verbose > 0) {
-    return {
-      kind: "exit",
-      code: 1,
-      stdout,
-      stderr: "error: -q/--quiet and -v/--verbose exclude each other\n",
-    };
-  }
+  // qemu-pr-helper takes -q and -v together; here -q lowers the level by one
+  // (info -> warnings and errors) and each -v raises it by one.
+  const verbosity = Math.max(0, Math.min(3, 1 + Number(o.verbose) - (o.quiet ? 1 : 0)));
   return {
     kind: "daemon",
     options: {
@@ -257,8 +247,9 @@ export function parseArgs(args: string[]): CliResult {
       daemon: o.daemon ?? false,
       user: o.user ?? null,
       group: o.group ?? null,
-      verbosity: o.quiet ? 0 : Math.min(3, 1 + verbose),
+      verbosity,
       trace: o.trace,
+      ignoredArgs: program.args,
       sgioTimeoutMs: o.sgioTimeout,
       stallTimeoutMs: o.stallTimeout,
       idleTimeoutMs: o.idleTimeout,

@@ -8,19 +8,9 @@
  * @module
  */
 
-import {
-  closeFd,
-  connectUnix,
-  O_RDONLY,
-  O_RDWR,
-  openPath,
-  POLLIN,
-  POLLOUT,
-  PollSet,
-  recvWithFds,
-  sendWithFds,
-  unixSocket,
-} from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, O_RDWR, openPath } from "../ffi/files.ts";
+import { POLLIN, POLLOUT, PollSet } from "../ffi/poll.ts";
+import { connectUnix, recvWithFds, sendWithFds, unixSocket } from "../ffi/sockets.ts";
 import {
   CDB_LEN,
   cdbDataLength,
@@ -45,6 +35,7 @@ export interface PrReply {
 
 /** The helper closed the connection or did not answer in time. */
 export class HelperConnectionError extends Error {
+  /** An error whose message says what was wrong, naming the helper or the wait. */
   constructor(message: string) {
     super(message);
     this.name = "HelperConnectionError";
@@ -64,7 +55,9 @@ export interface ConnectOptions {
  * block of {@linkcode PrHelperClient}, and of tests that send malformed frames.
  */
 export class RawConnection {
+  /** The connected socket. */
   readonly fd: number;
+  /** Longest wait for a read or write, in ms (undefined: wait forever). */
   readonly timeoutMs: number | undefined;
   #closed = false;
 
@@ -146,6 +139,7 @@ export class RawConnection {
 
 /** A QEMU-like client of a PR helper. */
 export class PrHelperClient {
+  /** The connection underneath. */
   readonly raw: RawConnection;
   /** The feature word the helper sent. */
   readonly helperFeatures: number;

@@ -9,7 +9,8 @@
  * @module
  */
 
-import { closeFd, recvWithFds, sendWithFds, shutdownSocket } from "../ffi/libc.ts";
+import { closeFd } from "../ffi/files.ts";
+import { recvWithFds, sendWithFds, shutdownSocket } from "../ffi/sockets.ts";
 import type { SysError } from "../ffi/errno.ts";
 import type { Peer } from "./request_handler.ts";
 import {

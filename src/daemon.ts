@@ -5,13 +5,13 @@
  * @module
  */
 
-import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/libc.ts";
+import { ensureSignalIgnored, getNofileLimit, setNofileLimit } from "../ffi/process.ts";
 import type { DaemonOptions } from "./cli.ts";
 import { DEFAULT_SOCKET, DEFAULT_USER, VERSION } from "./cli.ts";
 import { fdsNeeded } from "./conn_limits.ts";
 import { SgIoExecutor } from "./executor.ts";
 import { jitStatus } from "./jit.ts";
-import { createMultipathHandler } from "./multipath.ts";
+import { MultipathHandler } from "./multipath.ts";
 import { DETACH_ENV, detachAndWait, detachedReadyFd, reportReady } from "./daemonize.ts";
 import {
   adoptActivatedSocket,
@@ -19,7 +19,6 @@ import {
   listenAtPath,
   type Listener,
   parseActivation,
-  StartupError,
 } from "./listener.ts";
 import { logger, setupLogging, stderrIsJournal } from "./log.ts";
 import { acquirePidfile, adoptPidfile, type Pidfile } from "./pidfile.ts";
@@ -27,6 +26,7 @@ import { dropPrivileges, PrivilegeError, stage2Fds } from "./privileges.ts";
 import { Notifier } from "./sd_notify.ts";
 import { Server, type ServerStats } from "./server.ts";
 import { createSecurity, type Security } from "./security.ts";
+import { StartupError } from "./startup_error.ts";
 
 const log = logger("daemon");
 
@@ -90,6 +90,115 @@ function openListener(options: DaemonOptions): Listener {
   return listener;
 }
 
+/** The peer policy and SELinux hooks; a bad setting is a {@linkcode StartupError}. */
+function openSecurity(options: DaemonOptions): Security {
+  try {
+    return createSecurity({
+      selinux: options.selinux,
+      allowUsers: options.allowUsers ?? undefined,
+      allowGroups: options.allowGroups ?? undefined,
+      refuseRoot: options.refuseRoot,
+    });
+  } catch (e) {
+    throw new StartupError((e as Error).message);
+  }
+}
+
+/** STATUS= to the service manager at most once a second, with the latest counters. */
+class StatusThrottle {
+  readonly #notifier: Notifier;
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  #latest: ServerStats | null = null;
+
+  constructor(notifier: Notifier) {
+    this.#notifier = notifier;
+  }
+
+  /** Report `stats` within a second (a no-op outside systemd). */
+  later(stats: ServerStats): void {
+    this.#latest = stats;
+    if (this.#timer !== null || !this.#notifier.enabled) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      if (this.#latest !== null) this.#notifier.counters(this.#latest);
+    }, 1000);
+    Deno.unrefTimer(this.#timer);
+  }
+
+  /** Drop a pending report. */
+  close(): void {
+    if (this.#timer !== null) clearTimeout(this.#timer);
+  }
+}
+
+/** Drop privileges (re-executing), a refusal as a {@linkcode StartupError}; log the result. */
+function dropAndReport(options: DaemonOptions, keepFds: Record<string, number>): void {
+  let dropped;
+  try {
+    dropped = dropPrivileges({
+      user: options.user ?? undefined,
+      group: options.group ?? undefined,
+      defaultUser: DEFAULT_USER,
+      keepFds,
+      // also when nothing is to drop: the new image has SIGUSR1 blocked on every thread
+      reexecAnyway: true,
+    });
+  } catch (e) {
+    if (e instanceof PrivilegeError) throw new StartupError(e.message);
+    throw e;
+  }
+  if (dropped.warning) log.warning("{warning}", { warning: dropped.warning });
+  if (dropped.note) log.info("{note}", { note: dropped.note });
+  log.info("running as uid {uid} gid {gid}, CAP_SYS_RAWIO {rawio}", {
+    uid: dropped.uid,
+    gid: dropped.gid,
+    rawio: dropped.rawio ? "effective" : "MISSING",
+  });
+}
+
+/**
+ * SIGTERM, SIGINT and SIGHUP stop `server` (draining); the signals in
+ * IGNORED_SIGNALS are logged and ignored; SIGUSR1 is kept ignored. Returns
+ * the function that removes these handlers.
+ */
+function watchSignals(server: Server, notifier: Notifier): () => void {
+  const stop = (signal: string) => () => {
+    log.info("{signal}: stopping; {inFlight} request(s) in flight", {
+      signal,
+      inFlight: server.inFlight,
+    });
+    notifier.stopping(`stopping (${signal}), ${server.inFlight} request(s) in flight`);
+    server.stop();
+  };
+  const handlers: [Deno.Signal, () => void][] = (["SIGTERM", "SIGINT", "SIGHUP"] as const).map(
+    (s) => [s, stop(s)],
+  );
+  // Signals whose default action would kill the daemon but mean nothing to it
+  // (a stray `kill -USR1`, a logrotate script): ignored, logged at debug.
+  for (const s of IGNORED_SIGNALS) {
+    handlers.push([s, () => log.debug("{signal} ignored", { signal: s })]);
+  }
+  for (const [s, h] of handlers) Deno.addSignalListener(s, h);
+  // Deno (since 2.9.2) starts the V8 inspector on 127.0.0.1:9229 when it gets
+  // SIGUSR1, installing that handler 500 ms after start: whoever could then
+  // connect would run code with CAP_SYS_RAWIO. src/ignore_sigusr1.ts ignores
+  // it and blocks it before anything else runs, and the re-executed daemon
+  // has it blocked on every thread; should the re-exec have failed, the
+  // runtime installs its trigger after 500 ms, so SIG_IGN is put back here.
+  const usr1Guard = setInterval(() => {
+    try {
+      if (ensureSignalIgnored(SIGUSR1)) log.debug("SIGUSR1 handler replaced by SIG_IGN");
+    } catch (e) {
+      log.error("cannot ignore SIGUSR1: {error}", { error: String(e) });
+    }
+  }, 100);
+  Deno.unrefTimer(usr1Guard);
+  return () => {
+    clearInterval(usr1Guard);
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  };
+}
+
 /** Run the daemon until a stop signal; resolves to the exit status. */
 export async function runDaemon(options: DaemonOptions): Promise<number> {
   await setupLogging({
@@ -99,6 +208,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   if (options.trace.length > 0) {
     log.warning("-T/--trace {spec} is accepted for qemu-pr-helper compatibility and ignored", {
       spec: options.trace.join(","),
+    });
+  }
+  if (options.ignoredArgs.length > 0) {
+    log.warning("arguments {args} ignored (as qemu-pr-helper ignores them)", {
+      args: options.ignoredArgs.map((a) => JSON.stringify(a)).join(" "),
     });
   }
   const stage2 = stage2Fds();
@@ -119,108 +233,42 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
   const executor = new SgIoExecutor({ maxWorkers: options.maxSgioWorkers });
   // sd_notify (a no-op outside systemd): STATUS= at most once a second.
   const notifier = new Notifier();
-  let statusTimer: ReturnType<typeof setTimeout> | null = null;
-  let latest: ServerStats | null = null;
-  const statusLater = (stats: ServerStats) => {
-    latest = stats;
-    if (statusTimer !== null || !notifier.enabled) return;
-    statusTimer = setTimeout(() => {
-      statusTimer = null;
-      if (latest !== null) notifier.counters(latest);
-    }, 1000);
-    Deno.unrefTimer(statusTimer);
-  };
+  if (notifier.config.ignored) log.debug("{why}", { why: notifier.config.ignored });
+  const status = new StatusThrottle(notifier);
+  let security: Security | null = null;
   try {
     if (options.pidfile !== null && pidfile === null) pidfile = acquirePidfile(options.pidfile);
     raiseFdLimit(options.maxConnections);
     const keepFds: Record<string, number> = { ...listener.keepFds() };
     if (pidfile !== null) keepFds.pidfile = pidfile.fd;
     if (readyFd !== null) keepFds.ready = readyFd;
-    let dropped;
-    try {
-      dropped = dropPrivileges({
-        user: options.user ?? undefined,
-        group: options.group ?? undefined,
-        defaultUser: DEFAULT_USER,
-        keepFds,
-        // also when nothing is to drop: the new image has SIGUSR1 blocked on every thread
-        reexecAnyway: true,
-      });
-    } catch (e) {
-      if (e instanceof PrivilegeError) throw new StartupError(e.message);
-      throw e;
-    }
-    if (dropped.warning) log.warning("{warning}", { warning: dropped.warning });
-    if (dropped.note) log.info("{note}", { note: dropped.note });
-    log.info("running as uid {uid} gid {gid}, CAP_SYS_RAWIO {rawio}", {
-      uid: dropped.uid,
-      gid: dropped.gid,
-      rawio: dropped.rawio ? "effective" : "MISSING",
-    });
+    dropAndReport(options, keepFds);
     // SG_IO Workers start on first use: a helper that only sees refused requests never pays for them
-    let security: Security;
-    try {
-      security = createSecurity({
-        selinux: options.selinux,
-        allowUsers: options.allowUsers ?? undefined,
-        allowGroups: options.allowGroups ?? undefined,
-        refuseRoot: options.refuseRoot,
-      });
-    } catch (e) {
-      throw new StartupError((e as Error).message);
-    }
-    for (const line of security.startupLines) log.info("{line}", { line });
+    const sec = openSecurity(options);
+    security = sec;
+    for (const line of sec.startupLines) log.info("{line}", { line });
     const jit = jitStatus();
     if (jit.warn) log.warning("{line}", { line: jit.line });
     else log.info("{line}", { line: jit.line });
+    const multipath = new MultipathHandler({ executor, sgioTimeoutMs: options.sgioTimeoutMs });
     const server = new Server({
       listenFd: listener.fd,
       handler: {
         executor,
         sgioTimeoutMs: options.sgioTimeoutMs,
-        access: security.access,
-        audit: (event) => security.audit(event),
-        multipath: createMultipathHandler({ executor, sgioTimeoutMs: options.sgioTimeoutMs }),
+        access: sec.access,
+        audit: (event) => sec.audit(event),
+        multipath: (input, done) => multipath.handle(input, done),
       },
-      admit: (peer) => security.admit(peer),
+      admit: (peer) => sec.admit(peer),
       maxConnections: options.maxConnections,
       maxConnectionsPerUid: options.maxConnectionsPerUid,
       maxConnectionsPerContext: options.maxConnectionsPerContext,
       stallTimeoutMs: options.stallTimeoutMs,
       idleTimeoutMs: options.idleTimeoutMs,
-      onStats: (stats) => statusLater(stats),
+      onStats: (stats) => status.later(stats),
     });
-    const stop = (signal: string) => () => {
-      log.info("{signal}: stopping; {inFlight} request(s) in flight", {
-        signal,
-        inFlight: server.inFlight,
-      });
-      notifier.stopping(`stopping (${signal}), ${server.inFlight} request(s) in flight`);
-      server.stop();
-    };
-    const handlers: [Deno.Signal, () => void][] = (["SIGTERM", "SIGINT", "SIGHUP"] as const).map(
-      (s) => [s, stop(s)],
-    );
-    // Signals whose default action would kill the daemon but mean nothing to it
-    // (a stray `kill -USR1`, a logrotate script): ignored, logged at debug.
-    for (const s of IGNORED_SIGNALS) {
-      handlers.push([s, () => log.debug("{signal} ignored", { signal: s })]);
-    }
-    for (const [s, h] of handlers) Deno.addSignalListener(s, h);
-    // Deno (since 2.9.2) starts the V8 inspector on 127.0.0.1:9229 when it gets
-    // SIGUSR1, installing that handler 500 ms after start: whoever could then
-    // connect would run code with CAP_SYS_RAWIO. src/ignore_sigusr1.ts ignores
-    // it and blocks it before anything else runs, and the re-executed daemon
-    // has it blocked on every thread; should the re-exec have failed, the
-    // runtime installs its trigger after 500 ms, so SIG_IGN is put back here.
-    const usr1Guard = setInterval(() => {
-      try {
-        if (ensureSignalIgnored(SIGUSR1)) log.debug("SIGUSR1 handler replaced by SIG_IGN");
-      } catch (e) {
-        log.error("cannot ignore SIGUSR1: {error}", { error: String(e) });
-      }
-    }, 100);
-    Deno.unrefTimer(usr1Guard);
+    const unwatch = watchSignals(server, notifier);
     log.info("prhelperd {version} listening on {where}", {
       version: VERSION,
       where: listener.description,
@@ -229,14 +277,14 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     notifier.ready(`listening on ${listener.description}`);
     notifier.startWatchdog();
     await server.run();
-    clearInterval(usr1Guard);
-    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+    unwatch();
     log.info("stopped cleanly", { ...server.stats });
     return 0;
   } finally {
     notifier.close();
-    if (statusTimer !== null) clearTimeout(statusTimer);
+    status.close();
     executor.close();
+    security?.close();
     listener.close();
     pidfile?.remove();
   }

@@ -12,7 +12,6 @@
 import {
   closeFd,
   fstatFd,
-  getNofileLimit,
   isOpenFd,
   makePipe,
   O_RDWR,
@@ -22,11 +21,12 @@ import {
   readSmallFile,
   setCloexec,
   writeSome,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
+import { getNofileLimit } from "../ffi/process.ts";
 import { duplicateOnto, spawnDetached } from "../ffi/spawn.ts";
 import { changeDirectory } from "../ffi/privileges.ts";
 import { splitNul } from "./privileges.ts";
-import { StartupError } from "./listener.ts";
+import { StartupError } from "./startup_error.ts";
 
 /** The environment variable naming the readiness pipe in the detached copy. */
 export const DETACH_ENV = "PRHELPERD_DETACHED";

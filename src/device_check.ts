@@ -25,7 +25,7 @@ import {
   readSmallFile,
   statPath,
   statxFd,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
 import { Sense, type SenseCode } from "./sense.ts";
 
 /** What the kernel says about a received fd. */

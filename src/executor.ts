@@ -38,7 +38,9 @@
  * @module
  */
 
-import { closeFd, makePipe, POLLIN, PollSet, readFd } from "../ffi/libc.ts";
+import { closeFd, makePipe, readFd } from "../ffi/files.ts";
+import { POLLIN, PollSet } from "../ffi/poll.ts";
+import type { PrIoctlResult } from "../ffi/pr_ioctl.ts";
 import type { SgIoOutcome } from "./sense.ts";
 import { logger } from "./log.ts";
 import { CDB_LEN, MAX_DATA_LEN, SENSE_LEN } from "./wire.ts";
@@ -72,9 +74,6 @@ export interface PrIoctlJob {
   /** The encoded struct. */
   arg: Uint8Array;
 }
-
-/** The result of a {@linkcode PrIoctlJob}: errno, or the ioctl's non-negative return value. */
-export type PrIoctlRun = { kind: "errno"; errno: number } | { kind: "done"; value: number };
 
 /** The result of a job. */
 export interface SgIoRun {
@@ -122,11 +121,14 @@ interface Worker_ {
   worker: Worker;
   words: Int32Array;
   bytes: Uint8Array;
-  // deno-lint-ignore no-explicit-any
-  done: ((r: any) => void) | null;
+  /** The job the Worker runs now, with its callback; null when idle. */
+  current: PendingJob | null;
 }
 
-type AnyJob = { kind: "sgio"; job: SgIoJob } | { kind: "ioctl"; job: PrIoctlJob };
+/** A job and the callback its result goes to. */
+type PendingJob =
+  | { kind: "sgio"; job: SgIoJob; done: (r: SgIoRun | Error) => void }
+  | { kind: "ioctl"; job: PrIoctlJob; done: (r: PrIoctlResult | Error) => void };
 
 /** Options for {@linkcode SgIoExecutor}. */
 export interface SgIoExecutorOptions {
@@ -151,8 +153,7 @@ export class SgIoExecutor {
   readonly #maxWorkers: number;
   readonly #workerUrl: URL;
   readonly #workers: Worker_[] = [];
-  // deno-lint-ignore no-explicit-any
-  readonly #queue: { job: AnyJob; done: (r: any) => void }[] = [];
+  readonly #queue: PendingJob[] = [];
   readonly #pipe: [number, number];
   #closed = false;
   #pumping = false;
@@ -185,7 +186,7 @@ export class SgIoExecutor {
 
   /** Number of jobs running or waiting. */
   get pending(): number {
-    return this.#workers.filter((w) => w.done !== null).length + this.#queue.length;
+    return this.#workers.filter((w) => w.current !== null).length + this.#queue.length;
   }
 
   /** Start one Worker now, so the first request does not pay for it. */
@@ -205,27 +206,26 @@ export class SgIoExecutor {
     if (job.path && new TextEncoder().encode(job.path.name).length >= Slot.PATH_LEN) {
       throw new RangeError(`device path ${job.path.name} is too long`);
     }
-    this.#enqueue({ kind: "sgio", job }, done);
+    this.#enqueue({ kind: "sgio", job, done });
   }
 
   /**
    * Queue a PR ioctl; `done` is called from {@linkcode SgIoExecutor.drain}
    * with its result, or with an Error if the Worker failed.
    */
-  submitIoctl(job: PrIoctlJob, done: (r: PrIoctlRun | Error) => void): void {
+  submitIoctl(job: PrIoctlJob, done: (r: PrIoctlResult | Error) => void): void {
     if (this.#closed) throw new Error("SG_IO executor is closed");
     if (job.arg.length > MAX_DATA_LEN) {
       throw new RangeError(`ioctl argument of ${job.arg.length} bytes`);
     }
-    this.#enqueue({ kind: "ioctl", job }, done);
+    this.#enqueue({ kind: "ioctl", job, done });
   }
 
-  // deno-lint-ignore no-explicit-any
-  #enqueue(job: AnyJob, done: (r: any) => void): void {
-    const w = this.#workers.find((x) => x.done === null) ??
+  #enqueue(pending: PendingJob): void {
+    const w = this.#workers.find((x) => x.current === null) ??
       (this.#workers.length < this.#maxWorkers ? this.#spawn() : null);
-    if (w === null) this.#queue.push({ job, done });
-    else this.#post(w, job, done);
+    if (w === null) this.#queue.push(pending);
+    else this.#post(w, pending);
   }
 
   /** Run one job and wait for it (for callers without an event loop of their own). */
@@ -241,14 +241,14 @@ export class SgIoExecutor {
     const sink = new Uint8Array(64);
     while ((readFd(this.#pipe[0], sink) ?? 0) > 0) { /* empty the pipe */ }
     for (const w of this.#workers) {
-      if (w.done === null || Atomics.load(w.words, Slot.STATE) !== SlotState.DONE) continue;
-      const done = w.done;
-      const result = this.#collect(w);
-      w.done = null;
+      const current = w.current;
+      if (current === null || Atomics.load(w.words, Slot.STATE) !== SlotState.DONE) continue;
+      const settle = this.#collect(w, current);
+      w.current = null;
       Atomics.store(w.words, Slot.STATE, SlotState.IDLE);
       const next = this.#queue.shift();
-      if (next) this.#post(w, next.job, next.done);
-      done(result);
+      if (next) this.#post(w, next);
+      settle();
     }
   }
 
@@ -286,7 +286,7 @@ export class SgIoExecutor {
     const words = new Int32Array(sab, 0, 16);
     words[Slot.PIPE] = this.#pipe[1];
     const worker = new Worker(this.#workerUrl, { type: "module" });
-    const w: Worker_ = { worker, words, bytes: new Uint8Array(sab), done: null };
+    const w: Worker_ = { worker, words, bytes: new Uint8Array(sab), current: null };
     worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
       // A Worker that fails (its module does not load, or it throws) leaves
@@ -298,32 +298,31 @@ export class SgIoExecutor {
       const at = this.#workers.indexOf(w);
       if (at >= 0) this.#workers.splice(at, 1);
       worker.terminate();
-      const done = w.done;
-      w.done = null;
-      if (done !== null) done(new Error(`the SG_IO Worker failed: ${e.message}`));
+      const current = w.current;
+      w.current = null;
+      if (current !== null) current.done(new Error(`the SG_IO Worker failed: ${e.message}`));
       const next = this.#queue.shift();
-      if (next && !this.#closed) this.#enqueue(next.job, next.done);
+      if (next && !this.#closed) this.#enqueue(next);
     };
     worker.postMessage(sab);
     this.#workers.push(w);
     return w;
   }
 
-  // deno-lint-ignore no-explicit-any
-  #post(w: Worker_, any: AnyJob, done: (r: any) => void): void {
+  #post(w: Worker_, pending: PendingJob): void {
     const words = w.words;
-    if (any.kind === "ioctl") {
+    if (pending.kind === "ioctl") {
       words[Slot.KIND] = SlotKind.PR_IOCTL;
-      words[Slot.FD] = any.job.fd;
-      words[Slot.AUX] = any.job.request | 0;
-      words[Slot.LENGTH] = any.job.arg.length;
-      w.bytes.set(any.job.arg, Slot.DATA_AT);
-      w.done = done;
+      words[Slot.FD] = pending.job.fd;
+      words[Slot.AUX] = pending.job.request | 0;
+      words[Slot.LENGTH] = pending.job.arg.length;
+      w.bytes.set(pending.job.arg, Slot.DATA_AT);
+      w.current = pending;
       Atomics.store(words, Slot.STATE, SlotState.POSTED);
       Atomics.notify(words, Slot.STATE);
       return;
     }
-    const job = any.job;
+    const job = pending.job;
     words[Slot.KIND] = job.path ? SlotKind.PATH_SGIO : SlotKind.SGIO;
     if (job.path) {
       words[Slot.AUX] = (job.path.major << 20) | job.path.minor;
@@ -346,23 +345,38 @@ export class SgIoExecutor {
     words[Slot.TIMEOUT] = job.timeoutMs;
     w.bytes.set(job.cdb, Slot.CDB_AT);
     if (job.direction === "out") w.bytes.set(job.payload, Slot.DATA_AT);
-    w.done = done;
+    w.current = pending;
     Atomics.store(words, Slot.STATE, SlotState.POSTED);
     Atomics.notify(words, Slot.STATE);
   }
 
-  #collect(w: Worker_): SgIoRun | PrIoctlRun | Error {
-    const words = w.words;
-    if (words[Slot.KIND] === SlotKind.PR_IOCTL) {
-      switch (words[Slot.RESULT]) {
-        case SlotResult.ERRNO:
-          return { kind: "errno", errno: words[Slot.ERRNO] };
-        case SlotResult.DONE:
-          return { kind: "done", value: words[Slot.AUX] };
-        default:
-          return new Error("the PR ioctl worker failed");
-      }
+  /**
+   * Read the finished job's result out of its slot now (the slot is reused
+   * next); the returned function hands it to the job's callback.
+   */
+  #collect(w: Worker_, job: PendingJob): () => void {
+    if (job.kind === "ioctl") {
+      const r = this.#collectIoctl(w);
+      return () => job.done(r);
     }
+    const r = this.#collectSgIo(w);
+    return () => job.done(r);
+  }
+
+  #collectIoctl(w: Worker_): PrIoctlResult | Error {
+    const words = w.words;
+    switch (words[Slot.RESULT]) {
+      case SlotResult.ERRNO:
+        return { kind: "errno", errno: words[Slot.ERRNO] };
+      case SlotResult.DONE:
+        return { kind: "done", value: words[Slot.AUX] };
+      default:
+        return new Error("the PR ioctl worker failed");
+    }
+  }
+
+  #collectSgIo(w: Worker_): SgIoRun | Error {
+    const words = w.words;
     switch (words[Slot.RESULT]) {
       case SlotResult.ERRNO:
         return { outcome: { kind: "errno", errno: words[Slot.ERRNO] }, data: new Uint8Array(0) };

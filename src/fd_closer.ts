@@ -27,7 +27,7 @@
  * @module
  */
 
-import { closeFd } from "../ffi/libc.ts";
+import { closeFd } from "../ffi/files.ts";
 import {
   createRing,
   ringLength,

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { closeFd } from "../ffi/libc.ts";
+import { closeFd } from "../ffi/files.ts";
 import { ringStopped, ringTake, RingWord } from "./fd_closer_ring.ts";
 
 /// <reference lib="deno.worker" />

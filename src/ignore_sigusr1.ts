@@ -26,7 +26,7 @@
  * @module
  */
 
-import { blockSignal, ensureSignalIgnored } from "../ffi/libc.ts";
+import { blockSignal, ensureSignalIgnored } from "../ffi/process.ts";
 
 /** SIGUSR1 on Linux. */
 export const SIGUSR1 = 10;

@@ -12,20 +12,23 @@
 
 import { Errno, SysError } from "../ffi/errno.ts";
 import {
-  AF_UNIX,
-  bindUnix,
   closeFd,
-  connectUnix,
-  listenSocket,
   setCloexec,
   setNonblocking,
-  socketInfo,
   statPath,
   tryLockExclusive,
-  unixSocket,
   unlinkPath,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
+import {
+  AF_UNIX,
+  bindUnix,
+  connectUnix,
+  listenSocket,
+  socketInfo,
+  unixSocket,
+} from "../ffi/sockets.ts";
 import { openOwnedFile } from "./owned_file.ts";
+import { StartupError } from "./startup_error.ts";
 
 /** First fd passed by socket activation (SD_LISTEN_FDS_START). */
 export const LISTEN_FDS_START = 3;
@@ -41,14 +44,6 @@ export interface Listener {
   keepFds(): Record<string, number>;
   /** Remove what we created (socket file, lock); keep an inherited socket. */
   close(): void;
-}
-
-/** A start-up problem the user must fix; main prints the message and exits 1. */
-export class StartupError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "StartupError";
-  }
 }
 
 /** The socket-activation variables, as read from the environment. */

@@ -20,15 +20,9 @@
  * @module
  */
 
-import {
-  configure,
-  getLogger,
-  type Logger,
-  type LogLevel,
-  type LogRecord,
-  reset,
-} from "@logtape/logtape";
-import { closeFd, fstatFd, sendDatagram, statPath, unixSocket } from "../ffi/libc.ts";
+import { configure, getLogger, type Logger, type LogLevel, type LogRecord } from "@logtape/logtape";
+import { closeFd, fstatFd, statPath } from "../ffi/files.ts";
+import { sendDatagram, unixSocket } from "../ffi/sockets.ts";
 
 const PRIORITY: Record<LogLevel, number> = {
   fatal: 2,
@@ -346,13 +340,6 @@ export async function setupLogging(options: LoggingOptions): Promise<void> {
   if (summaryTimer !== null) clearInterval(summaryTimer);
   summaryTimer = setInterval(() => reportSuppressed(gate), SUMMARY_INTERVAL_MS);
   Deno.unrefTimer(summaryTimer);
-}
-
-/** Drop the logging configuration (tests). */
-export async function resetLogging(): Promise<void> {
-  if (summaryTimer !== null) clearInterval(summaryTimer);
-  summaryTimer = null;
-  await reset();
 }
 
 /** The logger of a part of the daemon, e.g. `logger("conn")`. */

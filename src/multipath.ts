@@ -1,353 +1,36 @@
 /**
- * Persistent reservations on dm-multipath devices, through the kernel's
- * block-layer PR ioctls (`<linux/pr.h>`), which dm-multipath fans out to its
- * paths itself; PR IN goes by SG_IO to an active path. Everything that
+ * Persistent reservations on dm-multipath devices: the I/O half. PR IN goes
+ * by SG_IO to the dm device (dm picks an active path); PR OUT becomes one of
+ * the kernel's block-layer PR ioctls (`<linux/pr.h>`), which dm-multipath
+ * fans out to its paths itself, planned by src/multipath_plan.ts. Where the
+ * kernel refuses those ioctls (before Linux 6.5 they need CAP_SYS_ADMIN), PR
+ * OUT goes by SG_IO to each path the way dm's pr_ops would. Everything that
  * touches a device runs on the SG_IO executor's Workers: the event loop only
- * parses, reads sysfs and maps results. See docs/DESIGN.md, "Multipath".
- *
- * PR OUT, how each service action is carried:
- *
- * | SA | name                             | ioctl                                   |
- * |---:|----------------------------------|-----------------------------------------|
- * |  0 | REGISTER                         | IOC_PR_REGISTER (old=key, new=sa key)   |
- * |  1 | RESERVE                          | IOC_PR_RESERVE (key, type)              |
- * |  2 | RELEASE                          | IOC_PR_RELEASE (key, type)              |
- * |  3 | CLEAR                            | IOC_PR_CLEAR (key)                      |
- * |  4 | PREEMPT                          | IOC_PR_PREEMPT (old=key, new=sa key)    |
- * |  5 | PREEMPT AND ABORT                | IOC_PR_PREEMPT_ABORT                    |
- * |  6 | REGISTER AND IGNORE EXISTING KEY | IOC_PR_REGISTER + PR_FL_IGNORE_KEY      |
- * |  7 | REGISTER AND MOVE                | refused 05/24/00 (no ioctl carries it)  |
- * |  8 | REPLACE LOST RESERVATION         | refused 05/24/00                        |
- * | 9+ | reserved                         | refused 05/24/00                        |
- *
- * Refused in the parameter list (the ioctls have no field for them):
- * SPEC_I_PT with TransportIDs (05/26/00 once the list parses; a malformed
- * list gets the sense a device would give), ALL_TG_PT on REGISTER (05/26/00).
+ * reads sysfs and maps results. See docs/DESIGN.md, "Multipath".
  *
  * @module
  */
 
 import { listDirectory } from "../ffi/dirent.ts";
 import { Errno, errnoName } from "../ffi/errno.ts";
-import { readSmallFile } from "../ffi/libc.ts";
-import { PR_FL_IGNORE_KEY, PrIoctl, PrIoctlType } from "../ffi/pr_ioctl.ts";
-import { type PrCommand, PrOutAction, PrOutFlags, PrType } from "./cdb.ts";
+import { readSmallFile } from "../ffi/files.ts";
+import { encodePrIoctl } from "../ffi/pr_ioctl.ts";
+import { type PrCommand, PrOutAction } from "./cdb.ts";
 import type { DeviceFacts } from "./device_check.ts";
-import type { PrIoctlRun, SgIoExecutor, SgIoRun } from "./executor.ts";
+import type { SgIoExecutor, SgIoRun } from "./executor.ts";
 import { logger } from "./log.ts";
 import {
-  checkCondition,
-  mapSgIoOutcome,
-  parseSense,
-  Sense,
-  type SenseCode,
-  type Verdict,
-  verdictForErrno,
-  verdictForHostStatus,
-} from "./sense.ts";
-import { MAX_DATA_LEN, type Reply, ScsiStatus, SENSE_LEN } from "./wire.ts";
+  isTransportFailure,
+  isUnitAttention,
+  pathFailed,
+  planPrOut,
+  type PrIoctlPlan,
+  verdictForPrIoctl,
+} from "./multipath_plan.ts";
+import { checkCondition, mapSgIoOutcome, Sense } from "./sense.ts";
+import { type Reply, ScsiStatus } from "./wire.ts";
 
 const log = logger("multipath");
-
-/** Largest PR OUT parameter list the protocol carries. */
-export const MAX_PARAMETER_LIST = MAX_DATA_LEN;
-
-// ---------------------------------------------------------------- TransportIDs
-
-/** One TransportID of a SPEC_I_PT parameter list (SPC-4 7.6.4). */
-export interface TransportId {
-  /** PROTOCOL IDENTIFIER (byte 0, bits 3-0): 0 FC, 5 iSCSI, 6 SAS, ... */
-  protocol: number;
-  /** FORMAT CODE (byte 0, bits 7-6). */
-  format: number;
-  /** The TransportID's bytes. */
-  bytes: Uint8Array;
-}
-
-/** Protocols whose TransportID is 24 bytes, format 0: FC, SPI, SBP, SRP, SAS, SOP. */
-const FIXED_TID_PROTOCOLS: ReadonlySet<number> = new Set([0x0, 0x1, 0x3, 0x4, 0x6, 0xa]);
-const ISCSI = 0x5;
-
-/** Outcome of {@linkcode parseTransportIds}. */
-export type TransportIdParse =
-  | { ok: true; ids: TransportId[] }
-  | { ok: false; sense: SenseCode; reason: string };
-
-/**
- * Split a TransportID list (the bytes after the TRANSPORTID PARAMETER DATA
- * LENGTH field) into TransportIDs. Any number fits, as long as the list does.
- * A TransportID cut off by the end of the list is a PARAMETER LIST LENGTH
- * ERROR (05/1A/00); an unknown protocol or format, or an iSCSI name that is
- * not NUL-terminated or whose length is not a multiple of 4 (at least 20), is
- * INVALID FIELD IN PARAMETER LIST (05/26/00).
- */
-export function parseTransportIds(list: Uint8Array): TransportIdParse {
-  const ids: TransportId[] = [];
-  let at = 0;
-  while (at < list.length) {
-    const left = list.length - at;
-    if (left < 4) {
-      return { ok: false, sense: Sense.INVALID_PARAM_LEN, reason: `TransportID at ${at} is cut` };
-    }
-    const protocol = list[at] & 0x0f;
-    const format = list[at] >> 6;
-    let size: number;
-    if (protocol === ISCSI) {
-      if (format > 1) {
-        return { ok: false, sense: Sense.INVALID_PARAM, reason: `iSCSI format ${format}` };
-      }
-      const additional = (list[at + 2] << 8) | list[at + 3];
-      if (additional < 20 || additional % 4 !== 0) {
-        return {
-          ok: false,
-          sense: Sense.INVALID_PARAM,
-          reason: `iSCSI TransportID at ${at} has additional length ${additional}`,
-        };
-      }
-      size = 4 + additional;
-      if (size > left) {
-        return { ok: false, sense: Sense.INVALID_PARAM_LEN, reason: `TransportID at ${at} is cut` };
-      }
-      if (list.subarray(at + 4, at + size).indexOf(0) < 0) {
-        return {
-          ok: false,
-          sense: Sense.INVALID_PARAM,
-          reason: `iSCSI name at ${at} is not NUL-terminated`,
-        };
-      }
-    } else if (FIXED_TID_PROTOCOLS.has(protocol) && format === 0) {
-      size = 24;
-      if (size > left) {
-        return { ok: false, sense: Sense.INVALID_PARAM_LEN, reason: `TransportID at ${at} is cut` };
-      }
-    } else {
-      return {
-        ok: false,
-        sense: Sense.INVALID_PARAM,
-        reason: `TransportID at ${at}: protocol ${protocol} format ${format} is not supported`,
-      };
-    }
-    ids.push({ protocol, format, bytes: list.slice(at, at + size) });
-    at += size;
-  }
-  return { ok: true, ids };
-}
-
-// ---------------------------------------------------------------- PR OUT plan
-
-/** What a PR OUT becomes: one PR ioctl. */
-export interface PrIoctlPlan {
-  /** Service action it carries (for logs). */
-  serviceAction: number;
-  /** The ioctl request (ffi/pr_ioctl.ts, PrIoctl). */
-  request: number;
-  /** The encoded struct. */
-  arg: Uint8Array;
-}
-
-/** Outcome of {@linkcode planPrOut}. */
-export type PrOutPlan =
-  | { ok: true; plan: PrIoctlPlan }
-  | { ok: false; sense: SenseCode; reason: string };
-
-/** SCSI reservation type (CDB byte 2, bits 3-0) -> `enum pr_type`. */
-const IOCTL_TYPE: ReadonlyMap<number, number> = new Map([
-  [PrType.WRITE_EXCLUSIVE, PrIoctlType.WRITE_EXCLUSIVE],
-  [PrType.EXCLUSIVE_ACCESS, PrIoctlType.EXCLUSIVE_ACCESS],
-  [PrType.WRITE_EXCLUSIVE_REGISTRANTS_ONLY, PrIoctlType.WRITE_EXCLUSIVE_REG_ONLY],
-  [PrType.EXCLUSIVE_ACCESS_REGISTRANTS_ONLY, PrIoctlType.EXCLUSIVE_ACCESS_REG_ONLY],
-  [PrType.WRITE_EXCLUSIVE_ALL_REGISTRANTS, PrIoctlType.WRITE_EXCLUSIVE_ALL_REGS],
-  [PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS, PrIoctlType.EXCLUSIVE_ACCESS_ALL_REGS],
-]);
-
-/** The `enum pr_type` value for a SCSI reservation type, or null if it has none. */
-export function ioctlTypeOf(scsiType: number): number | null {
-  return IOCTL_TYPE.get(scsiType) ?? null;
-}
-
-function registration(oldKey: bigint, newKey: bigint, flags: number): Uint8Array {
-  const arg = new Uint8Array(24);
-  const v = new DataView(arg.buffer);
-  v.setBigUint64(0, oldKey, true);
-  v.setBigUint64(8, newKey, true);
-  v.setUint32(16, flags, true);
-  return arg;
-}
-
-function reservation(key: bigint, type: number): Uint8Array {
-  const arg = new Uint8Array(16);
-  const v = new DataView(arg.buffer);
-  v.setBigUint64(0, key, true);
-  v.setUint32(8, type, true);
-  return arg;
-}
-
-function preemption(oldKey: bigint, newKey: bigint, type: number): Uint8Array {
-  const arg = new Uint8Array(24);
-  const v = new DataView(arg.buffer);
-  v.setBigUint64(0, oldKey, true);
-  v.setBigUint64(8, newKey, true);
-  v.setUint32(16, type, true);
-  return arg;
-}
-
-function refuse(sense: SenseCode, reason: string): PrOutPlan {
-  return { ok: false, sense, reason };
-}
-
-/**
- * Turn a PR OUT (parsed CDB + parameter list) into the PR ioctl that carries
- * it, or the CHECK CONDITION a device would give / the refusal for what the
- * ioctls cannot express. Checks, in order: service action (05/24/00 for 7,
- * 8 and reserved), parameter list length (05/1A/00 below 24), SPEC_I_PT on
- * another service action than REGISTER (05/26/00), a basic list longer than
- * 24 bytes (05/1A/00), the TransportID list (05/1A/00 or 05/26/00, then
- * 05/26/00 because the ioctls cannot carry it), ALL_TG_PT on a registration
- * (05/26/00), scope and type where they matter (05/24/00).
- */
-export function planPrOut(command: PrCommand, payload: Uint8Array): PrOutPlan {
-  const sa = command.serviceAction;
-  const name = command.serviceActionName;
-  if (command.direction !== "out") return refuse(Sense.INVALID_FIELD, "not a PR OUT command");
-  if (sa === PrOutAction.REGISTER_AND_MOVE || sa === PrOutAction.REPLACE_LOST_RESERVATION) {
-    return refuse(Sense.INVALID_FIELD, `${name} cannot be carried by the kernel's PR ioctls`);
-  }
-  if (sa > PrOutAction.REPLACE_LOST_RESERVATION) {
-    return refuse(Sense.INVALID_FIELD, `PR OUT ${name} is reserved`);
-  }
-  if (payload.length > MAX_PARAMETER_LIST) {
-    return refuse(Sense.INVALID_PARAM_LEN, `parameter list of ${payload.length} bytes`);
-  }
-  if (payload.length < 24) {
-    return refuse(Sense.INVALID_PARAM_LEN, `parameter list of ${payload.length} bytes (< 24)`);
-  }
-  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
-  const key = view.getBigUint64(0, false);
-  const saKey = view.getBigUint64(8, false);
-  const flags = payload[20];
-  const specIPt = (flags & PrOutFlags.SPEC_I_PT) !== 0;
-  const allTgPt = (flags & PrOutFlags.ALL_TG_PT) !== 0;
-  const registering = sa === PrOutAction.REGISTER ||
-    sa === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY;
-  if (specIPt && sa !== PrOutAction.REGISTER) {
-    return refuse(Sense.INVALID_PARAM, `SPEC_I_PT set on ${name}`);
-  }
-  if (specIPt) {
-    if (payload.length < 28) {
-      return refuse(Sense.INVALID_PARAM_LEN, `SPEC_I_PT list of ${payload.length} bytes (< 28)`);
-    }
-    const tidLength = view.getUint32(24, false);
-    if (28 + tidLength > payload.length) {
-      return refuse(
-        Sense.INVALID_PARAM_LEN,
-        `TransportID data length ${tidLength} exceeds the ${payload.length}-byte list`,
-      );
-    }
-    const parsed = parseTransportIds(payload.subarray(28, 28 + tidLength));
-    if (!parsed.ok) return refuse(parsed.sense, parsed.reason);
-    return refuse(
-      Sense.INVALID_PARAM,
-      `SPEC_I_PT with ${parsed.ids.length} TransportID(s) cannot be carried by the kernel's PR ioctls`,
-    );
-  }
-  if (payload.length !== 24) {
-    return refuse(Sense.INVALID_PARAM_LEN, `parameter list of ${payload.length} bytes (not 24)`);
-  }
-  if (registering && allTgPt) {
-    return refuse(Sense.INVALID_PARAM, `ALL_TG_PT cannot be carried by the kernel's PR ioctls`);
-  }
-  const typed = () => {
-    if (command.scope !== 0) return refuse(Sense.INVALID_FIELD, `scope ${command.scope}`);
-    const type = ioctlTypeOf(command.type);
-    if (type === null) return refuse(Sense.INVALID_FIELD, `reservation type ${command.type}`);
-    return type;
-  };
-  const plan = (request: number, arg: Uint8Array): PrOutPlan => ({
-    ok: true,
-    plan: { serviceAction: sa, request, arg },
-  });
-  switch (sa) {
-    case PrOutAction.REGISTER:
-      return plan(PrIoctl.REGISTER, registration(key, saKey, 0));
-    case PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY:
-      return plan(PrIoctl.REGISTER, registration(key, saKey, PR_FL_IGNORE_KEY));
-    case PrOutAction.CLEAR:
-      return plan(PrIoctl.CLEAR, reservation(key, 0));
-    case PrOutAction.RESERVE:
-    case PrOutAction.RELEASE: {
-      const type = typed();
-      if (typeof type !== "number") return type;
-      return plan(
-        sa === PrOutAction.RESERVE ? PrIoctl.RESERVE : PrIoctl.RELEASE,
-        reservation(key, type),
-      );
-    }
-    default: { // PREEMPT, PREEMPT AND ABORT
-      const type = typed();
-      if (typeof type !== "number") return type;
-      return plan(
-        sa === PrOutAction.PREEMPT ? PrIoctl.PREEMPT : PrIoctl.PREEMPT_ABORT,
-        preemption(key, saKey, type),
-      );
-    }
-  }
-}
-
-// ---------------------------------------------------------------- ioctl results
-
-/** The Linux SCSI midlayer byte (bits 8-15 of a SCSI result, kernel 6.0+). */
-export const MlStatus = { RESV_CONFLICT: 0x01, NOSPC: 0x02, MED_ERROR: 0x03, TGT_FAILURE: 0x04 };
-
-/** How a PR ioctl's outcome maps to a reply. */
-export interface PrIoctlVerdict extends Verdict {
-  /** The device may not have run the command (a CHECK CONDITION whose sense the kernel kept): try again. */
-  retry: boolean;
-}
-
-function statusOnly(status: number, retry = false): PrIoctlVerdict {
-  return { status, sense: new Uint8Array(SENSE_LEN), retry };
-}
-
-/**
- * Map a PR ioctl's outcome to status and sense. The kernel returns 0, a
- * negative errno, or a positive SCSI result: status byte in bits 0-7, the
- * midlayer byte in 8-15, the host byte in 16-23; the sense itself is not
- * returned. Host byte first (as SG_IO's host_status), then the midlayer
- * byte (RESERVATION CONFLICT; 07/27/07; 03/11/00; ILLEGAL REQUEST with ASC
- * 20h-27h or HARDWARE ERROR, answered as 05/26/00), then the status:
- * RESERVATION CONFLICT as is, CHECK CONDITION otherwise unexplained (a unit
- * attention the command consumed, NOT READY, ...) as 0B/00/06 with `retry`,
- * any other status as is.
- */
-export function verdictForPrIoctl(run: PrIoctlRun): PrIoctlVerdict {
-  if (run.kind === "errno") {
-    if (run.errno === Errno.ENOTTY || run.errno === Errno.EOPNOTSUPP) {
-      return { ...checkCondition(Sense.INVALID_OPCODE), retry: false };
-    }
-    return { ...verdictForErrno(run.errno), retry: false };
-  }
-  const value = run.value;
-  if (value === 0) return statusOnly(ScsiStatus.GOOD);
-  const host = (value >>> 16) & 0xff;
-  const ml = (value >>> 8) & 0xff;
-  const status = value & 0xff;
-  if (host !== 0) return { ...verdictForHostStatus(host), retry: false };
-  switch (ml) {
-    case MlStatus.RESV_CONFLICT:
-      return statusOnly(ScsiStatus.RESERVATION_CONFLICT);
-    case MlStatus.NOSPC:
-      return { ...checkCondition(Sense.SPACE_ALLOC_FAILED), retry: false };
-    case MlStatus.MED_ERROR:
-      return { ...checkCondition(Sense.READ_ERROR), retry: false };
-    case MlStatus.TGT_FAILURE:
-      return { ...checkCondition(Sense.INVALID_PARAM), retry: false };
-  }
-  if (status === ScsiStatus.RESERVATION_CONFLICT) return statusOnly(status);
-  if (status === ScsiStatus.CHECK_CONDITION || status === ScsiStatus.GOOD) {
-    return { ...checkCondition(Sense.IO_ERROR), retry: status === ScsiStatus.CHECK_CONDITION };
-  }
-  return statusOnly(status);
-}
 
 // ---------------------------------------------------------------- paths (sysfs)
 
@@ -383,7 +66,7 @@ export function listPaths(major: number, minor: number): MpathPath[] {
 
 // ---------------------------------------------------------------- the handler
 
-/** Options of {@linkcode createMultipathHandler}. */
+/** Options of {@linkcode MultipathHandler}. */
 export interface MultipathHandlerOptions {
   executor: SgIoExecutor;
   /** SG_IO timeout in milliseconds. */
@@ -406,120 +89,128 @@ export interface MultipathInput {
   facts: DeviceFacts;
 }
 
-/** The function HandlerContext.multipath expects. */
-export type MultipathHandler = (input: MultipathInput, done: (reply: Reply) => void) => void;
+/** A reply callback. */
+type Done = (reply: Reply) => void;
+/** An SG_IO outcome callback. */
+type RunDone = (run: SgIoRun | Error) => void;
+/** Where an SG_IO goes: the client's dm fd, or a path the daemon opens itself. */
+type Target = { fd: number; path?: MpathPath };
 
 const TEST_UNIT_READY = new Uint8Array(6);
 /** Tries of a PR IN or TEST UNIT READY that keeps meeting UNIT ATTENTION. */
 const UA_TRIES = 4;
 /** Tries of a PR ioctl that fails with an unexplained CHECK CONDITION. */
 const IOCTL_TRIES = 2;
+const NO_PAYLOAD = new Uint8Array(0);
 
-function isUnitAttention(run: SgIoRun | Error): boolean {
-  if (run instanceof Error || run.outcome.kind !== "done") return false;
-  if (run.outcome.status !== ScsiStatus.CHECK_CONDITION) return false;
-  return parseSense(run.outcome.sense)?.key === 0x06;
+function devName(facts: DeviceFacts): string {
+  return `${facts.major}:${facts.minor}`;
+}
+
+/** The reply for one PR OUT sent by SG_IO. */
+function outReply(run: SgIoRun | Error): Reply {
+  if (run instanceof Error) return checkCondition(Sense.LUN_COMM_FAILURE);
+  const mapped = mapSgIoOutcome(run.outcome, 0);
+  return { status: mapped.status, sense: mapped.sense };
 }
 
 /**
- * errnos of SG_IO on the dm device that mean the path (or every path) failed,
- * not the request: dm found no usable path (EIO, ENOTCONN), the path device
- * is offline or gone (ENODEV, ENXIO), the transport failed (ENOLINK,
- * EREMOTEIO, ETIMEDOUT).
+ * The multipath hook of the request handler ({@linkcode handle}). PR IN by
+ * SG_IO on the dm device (if that fails at transport level, each path in
+ * turn); PR OUT as one PR ioctl on the dm device after clearing pending unit
+ * attentions on every path, or, once the kernel has refused the ioctls, by
+ * SG_IO to the paths: registrations on every running path with rollback,
+ * RELEASE on every running path, the rest on the first path that answers.
+ * Each request's `done` is called exactly once, from the executor's drain
+ * (or right away for a refusal).
  */
-const TRANSPORT_ERRNOS: ReadonlySet<number> = new Set([
-  Errno.EIO,
-  Errno.ENXIO,
-  Errno.ENODEV,
-  Errno.ENOTCONN,
-  Errno.ETIMEDOUT,
-  Errno.ENOLINK,
-  Errno.EREMOTEIO,
-]);
+export class MultipathHandler {
+  readonly #executor: SgIoExecutor;
+  readonly #sgioTimeoutMs: number;
+  readonly #maxInFlight: number;
+  readonly #paths: (major: number, minor: number) => MpathPath[];
+  #inFlight = 0;
+  readonly #waiting: (() => void)[] = [];
+  /** The kernel refused the PR ioctls once (EPERM/EACCES): PR OUT goes by SG_IO to each path. */
+  #ioctlsRefused = false;
 
-/**
- * Whether SG_IO on the client's dm fd failed at transport level, so that the
- * same command may go to each path (opened by the daemon itself): a host
- * status, or an errno in {@linkcode TRANSPORT_ERRNOS}. Never for an errno the
- * client's fd causes (finding 14.2: EBADF of an O_PATH fd, EPERM, EACCES,
- * EINVAL, ENOTTY, EFAULT...), and never for a Worker failure: the paths are
- * a way around a failed path, not around what the client's fd may not do.
- */
-export function isTransportFailure(run: SgIoRun | Error): boolean {
-  if (run instanceof Error) return false;
-  if (run.outcome.kind === "errno") return TRANSPORT_ERRNOS.has(run.outcome.errno);
-  return run.outcome.hostStatus !== 0;
-}
+  /** A handler on `options.executor`'s Workers. */
+  constructor(options: MultipathHandlerOptions) {
+    this.#executor = options.executor;
+    this.#sgioTimeoutMs = options.sgioTimeoutMs;
+    this.#maxInFlight = options.maxInFlight ?? Math.max(1, options.executor.maxWorkers - 1);
+    this.#paths = options.paths ?? listPaths;
+  }
 
-/** A path the daemon opened itself did not answer at SCSI level: try the next one. */
-function pathFailed(run: SgIoRun | Error): boolean {
-  return run instanceof Error || run.outcome.kind === "errno" || run.outcome.hostStatus !== 0;
-}
+  /** Run one request; `done` gets its reply exactly once. */
+  handle(input: MultipathInput, done: Done): void {
+    let answered = false;
+    const once = (reply: Reply) => {
+      if (answered) return;
+      answered = true;
+      this.#leave();
+      done(reply);
+    };
+    this.#admit(() => {
+      try {
+        if (input.command.direction === "in") this.#prIn(input, once);
+        else this.#prOut(input, once);
+      } catch (e) {
+        log.error("multipath request failed: {error}", { error: String(e) });
+        once(checkCondition(Sense.LUN_COMM_FAILURE));
+      }
+    });
+  }
 
-/**
- * The multipath hook of the request handler: PR IN by SG_IO on the dm device
- * (dm sends it to an active path; if that fails at transport level, each path
- * in turn), PR OUT as one PR ioctl on the dm device after clearing pending
- * unit attentions on every path. `done` is called once, from the executor's
- * drain (or right away for a refusal).
- */
-export function createMultipathHandler(options: MultipathHandlerOptions): MultipathHandler {
-  const { executor, sgioTimeoutMs } = options;
-  const maxInFlight = options.maxInFlight ?? Math.max(1, executor.maxWorkers - 1);
-  const paths = options.paths ?? listPaths;
-  let inFlight = 0;
-  const waiting: (() => void)[] = [];
-
-  const admit = (start: () => void) => {
-    if (inFlight < maxInFlight) {
-      inFlight++;
+  #admit(start: () => void): void {
+    if (this.#inFlight < this.#maxInFlight) {
+      this.#inFlight++;
       start();
-    } else waiting.push(start);
-  };
-  const release = () => {
-    const next = waiting.shift();
-    if (next) next();
-    else inFlight--;
-  };
+    } else this.#waiting.push(start);
+  }
 
-  /** SG_IO on `fd` (or on `path`), retried while the path reports UNIT ATTENTION. */
-  const sgio = (
-    target: { fd: number; path?: MpathPath },
+  #leave(): void {
+    const next = this.#waiting.shift();
+    if (next) next();
+    else this.#inFlight--;
+  }
+
+  /** SG_IO on `target`, sent again while the path reports UNIT ATTENTION. */
+  #sgio(
+    target: Target,
     cdb: Uint8Array,
-    transferLength: number,
-    done: (run: SgIoRun | Error) => void,
+    io: { transferLength: number; payload?: Uint8Array },
+    done: RunDone,
     tries = UA_TRIES,
-    payload: Uint8Array = new Uint8Array(0),
-  ) => {
+  ): void {
+    const payload = io.payload ?? NO_PAYLOAD;
+    const path = target.path;
     try {
-      executor.submit({
+      this.#executor.submit({
         fd: target.fd,
         cdb,
-        direction: payload.length > 0 ? "out" : transferLength === 0 ? "none" : "in",
-        transferLength,
+        direction: payload.length > 0 ? "out" : io.transferLength === 0 ? "none" : "in",
+        transferLength: io.transferLength,
         payload,
-        timeoutMs: sgioTimeoutMs,
-        ...(target.path
-          ? {
-            path: {
-              name: `/dev/${target.path.name}`,
-              major: target.path.major,
-              minor: target.path.minor,
-            },
-          }
+        timeoutMs: this.#sgioTimeoutMs,
+        ...(path
+          ? { path: { name: `/dev/${path.name}`, major: path.major, minor: path.minor } }
           : {}),
       }, (run) => {
-        if (tries > 1 && isUnitAttention(run)) {
-          return sgio(target, cdb, transferLength, done, tries - 1, payload);
-        }
+        if (tries > 1 && isUnitAttention(run)) return this.#sgio(target, cdb, io, done, tries - 1);
         done(run);
       });
     } catch (e) {
       done(e instanceof Error ? e : new Error(String(e)));
     }
-  };
+  }
 
-  const prIn = (input: MultipathInput, done: (reply: Reply) => void) => {
+  /** PR OUT by SG_IO to `path` (opened by the daemon), with the client's CDB and list. */
+  #sendToPath(path: MpathPath, cdb: Uint8Array, payload: Uint8Array, done: RunDone): void {
+    this.#sgio({ fd: -1, path }, cdb, { transferLength: 0, payload }, done);
+  }
+
+  #prIn(input: MultipathInput, done: Done): void {
     const { command, facts } = input;
     const length = command.length;
     const finish = (run: SgIoRun | Error) => {
@@ -531,186 +222,174 @@ export function createMultipathHandler(options: MultipathHandlerOptions): Multip
         data: run.data.subarray(0, mapped.dataLength),
       });
     };
-    sgio({ fd: input.fd }, command.deviceCdb, length, (first) => {
+    this.#sgio({ fd: input.fd }, command.deviceCdb, { transferLength: length }, (first) => {
       if (!isTransportFailure(first)) return finish(first);
       // dm's chosen path failed at transport level: try each path, running ones first
-      const candidates = paths(facts.major, facts.minor)
+      const candidates = this.#paths(facts.major, facts.minor)
         .sort((a, b) => Number(b.state === "running") - Number(a.state === "running"));
       log.debug("PR IN through dm failed; trying {n} path(s)", {
         n: candidates.length,
-        dev: `${facts.major}:${facts.minor}`,
+        dev: devName(facts),
       });
       const next = (i: number, last: SgIoRun | Error) => {
         if (i >= candidates.length) return finish(last);
-        sgio({ fd: input.fd, path: candidates[i] }, command.deviceCdb, length, (run) => {
+        const target = { fd: input.fd, path: candidates[i] };
+        this.#sgio(target, command.deviceCdb, { transferLength: length }, (run) => {
           if (pathFailed(run)) return next(i + 1, last);
           finish(run);
         });
       };
       next(0, first);
     });
-  };
+  }
 
-  /** TEST UNIT READY on every running path, one after another, to consume unit attentions. */
-  const clearUnitAttentions = (facts: DeviceFacts, done: () => void) => {
-    const list = paths(facts.major, facts.minor).filter((p) => p.state === "running");
-    const next = (i: number) => {
-      if (i >= list.length) return done();
-      sgio({ fd: -1, path: list[i] }, TEST_UNIT_READY, 0, () => next(i + 1));
-    };
-    next(0);
-  };
-
-  /** The reply for one SG_IO PR OUT outcome. */
-  const outReply = (run: SgIoRun | Error): Reply => {
-    if (run instanceof Error) return checkCondition(Sense.LUN_COMM_FAILURE);
-    const mapped = mapSgIoOutcome(run.outcome, 0);
-    return { status: mapped.status, sense: mapped.sense };
-  };
-
-  /**
-   * PR OUT by SG_IO to each path (when the kernel refuses the PR ioctls): what
-   * dm-multipath's pr_ops do, from here, with the client's own CDB and list.
-   * REGISTER*: every running path, rolled back (unregistered) if one fails;
-   * RELEASE: every running path; RESERVE, PREEMPT*, CLEAR: SG_IO on the dm
-   * device (dm picks an active path), else the first running path that
-   * answers at SCSI level.
-   */
-  const fanOut = (input: MultipathInput, done: (reply: Reply) => void) => {
-    const { command, payload, facts } = input;
-    const all = paths(facts.major, facts.minor);
-    const running = all.filter((p) => p.state === "running");
-    const list = running.length > 0 ? running : all;
-    if (list.length === 0) return done(checkCondition(Sense.LUN_COMM_FAILURE));
-    const cdb = command.deviceCdb;
-    const send = (
-      p: MpathPath,
-      body: Uint8Array,
-      c: Uint8Array,
-      cb: (r: SgIoRun | Error) => void,
-    ) => sgio({ fd: -1, path: p }, c, 0, cb, UA_TRIES, body);
-    const sa = command.serviceAction;
-    if (sa === PrOutAction.REGISTER || sa === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
-      const newKey = new DataView(payload.buffer, payload.byteOffset).getBigUint64(8, false);
-      const rollback = (upTo: number, reply: Reply) => {
-        if (newKey === 0n || upTo === 0) return done(reply);
-        // unregister where it succeeded: REGISTER AND IGNORE EXISTING KEY, SA key 0
-        const undoCdb = cdb.slice();
-        undoCdb[1] = PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY;
-        const undo = new Uint8Array(24);
-        const step = (i: number) => {
-          if (i >= upTo) return done(reply);
-          send(list[i], undo, undoCdb, () => step(i + 1));
-        };
-        step(0);
-      };
-      const step = (i: number) => {
-        if (i >= list.length) return done({ status: ScsiStatus.GOOD });
-        send(list[i], payload, cdb, (run) => {
-          const reply = outReply(run);
-          if (reply.status !== ScsiStatus.GOOD) return rollback(i, reply);
-          step(i + 1);
-        });
-      };
-      return step(0);
-    }
-    if (sa === PrOutAction.RELEASE) {
-      let first: Reply | null = null;
-      const step = (i: number) => {
-        if (i >= list.length) return done(first ?? { status: ScsiStatus.GOOD });
-        send(list[i], payload, cdb, (run) => {
-          const reply = outReply(run);
-          if (reply.status !== ScsiStatus.GOOD && first === null) first = reply;
-          step(i + 1);
-        });
-      };
-      return step(0);
-    }
-    // one path: the one dm picks (SG_IO on the dm device honours dm's path
-    // states and queue_if_no_path), then each path in turn if that fails
-    const step = (i: number, last: SgIoRun | Error) => {
-      if (i >= list.length) return done(outReply(last));
-      send(list[i], payload, cdb, (run) => {
-        if (pathFailed(run)) return step(i + 1, run);
-        done(outReply(run));
-      });
-    };
-    sgio(
-      { fd: input.fd },
-      cdb,
-      0,
-      (run) => {
-        if (isTransportFailure(run)) return step(0, run);
-        done(outReply(run));
-      },
-      UA_TRIES,
-      payload,
-    );
-  };
-  let ioctlsRefused = false;
-
-  const prOut = (input: MultipathInput, done: (reply: Reply) => void) => {
+  #prOut(input: MultipathInput, done: Done): void {
     const { command, payload, facts } = input;
     const planned = planPrOut(command, payload);
     if (!planned.ok) {
       log.debug("refused multipath {sa}: {why}", {
         sa: command.serviceActionName,
         why: planned.reason,
-        dev: `${facts.major}:${facts.minor}`,
+        dev: devName(facts),
       });
       return done(checkCondition(planned.sense));
     }
-    const { plan } = planned;
-    if (ioctlsRefused) return fanOut(input, done);
-    const attempt = (tries: number) => {
-      clearUnitAttentions(facts, () => {
-        try {
-          executor.submitIoctl({ fd: input.fd, request: plan.request, arg: plan.arg }, (run) => {
-            if (run instanceof Error) return done(checkCondition(Sense.LUN_COMM_FAILURE));
-            const verdict = verdictForPrIoctl(run);
-            if (verdict.retry && tries > 1) return attempt(tries - 1);
-            if (run.kind === "errno" && (run.errno === Errno.EPERM || run.errno === Errno.EACCES)) {
-              ioctlsRefused = true;
-              log.info(
-                "the kernel refuses the block-layer PR ioctls ({errno}: before Linux 6.5 they " +
-                  "need CAP_SYS_ADMIN); multipath PR OUT now goes by SG_IO to each path",
-                { errno: errnoName(run.errno), dev: `${facts.major}:${facts.minor}` },
-              );
-              return fanOut(input, done);
-            } else if (verdict.status !== ScsiStatus.GOOD) {
-              log.debug("multipath {sa}: ioctl result {result}", {
-                sa: command.serviceActionName,
-                result: run.kind === "errno" ? errnoName(run.errno) : `0x${run.value.toString(16)}`,
-                dev: `${facts.major}:${facts.minor}`,
-              });
-            }
-            done({ status: verdict.status, sense: verdict.sense });
-          });
-        } catch (e) {
-          log.error("multipath PR OUT could not run: {error}", { error: String(e) });
-          done(checkCondition(Sense.LUN_COMM_FAILURE));
-        }
-      });
-    };
-    attempt(IOCTL_TRIES);
-  };
+    if (this.#ioctlsRefused) return this.#fanOut(input, done);
+    this.#ioctl(input, planned.plan, IOCTL_TRIES, done);
+  }
 
-  return (input, done) => {
-    let answered = false;
-    const once = (reply: Reply) => {
-      if (answered) return;
-      answered = true;
-      release();
-      done(reply);
-    };
-    admit(() => {
+  /** The planned PR ioctl on the dm device, after TEST UNIT READY on every running path. */
+  #ioctl(input: MultipathInput, plan: PrIoctlPlan, tries: number, done: Done): void {
+    const { command, facts } = input;
+    this.#clearUnitAttentions(facts, () => {
       try {
-        if (input.command.direction === "in") prIn(input, once);
-        else prOut(input, once);
+        const { request, arg } = encodePrIoctl(plan.call);
+        this.#executor.submitIoctl({ fd: input.fd, request, arg }, (run) => {
+          if (run instanceof Error) return done(checkCondition(Sense.LUN_COMM_FAILURE));
+          const verdict = verdictForPrIoctl(run);
+          if (verdict.retry && tries > 1) return this.#ioctl(input, plan, tries - 1, done);
+          if (run.kind === "errno" && (run.errno === Errno.EPERM || run.errno === Errno.EACCES)) {
+            this.#ioctlsRefused = true;
+            log.info(
+              "the kernel refuses the block-layer PR ioctls ({errno}: before Linux 6.5 they " +
+                "need CAP_SYS_ADMIN); multipath PR OUT now goes by SG_IO to each path",
+              { errno: errnoName(run.errno), dev: devName(facts) },
+            );
+            return this.#fanOut(input, done);
+          }
+          if (verdict.status !== ScsiStatus.GOOD) {
+            log.debug("multipath {sa}: ioctl result {result}", {
+              sa: command.serviceActionName,
+              result: run.kind === "errno" ? errnoName(run.errno) : `0x${run.value.toString(16)}`,
+              dev: devName(facts),
+            });
+          }
+          done({ status: verdict.status, sense: verdict.sense });
+        });
       } catch (e) {
-        log.error("multipath request failed: {error}", { error: String(e) });
-        once(checkCondition(Sense.LUN_COMM_FAILURE));
+        log.error("multipath PR OUT could not run: {error}", { error: String(e) });
+        done(checkCondition(Sense.LUN_COMM_FAILURE));
       }
     });
-  };
+  }
+
+  /** TEST UNIT READY on every running path, one after another, to consume unit attentions. */
+  #clearUnitAttentions(facts: DeviceFacts, done: () => void): void {
+    const list = this.#paths(facts.major, facts.minor).filter((p) => p.state === "running");
+    const next = (i: number) => {
+      if (i >= list.length) return done();
+      this.#sgio(
+        { fd: -1, path: list[i] },
+        TEST_UNIT_READY,
+        { transferLength: 0 },
+        () => next(i + 1),
+      );
+    };
+    next(0);
+  }
+
+  /**
+   * PR OUT by SG_IO to the paths (when the kernel refuses the PR ioctls): what
+   * dm-multipath's pr_ops do, from here, with the client's own CDB and list.
+   */
+  #fanOut(input: MultipathInput, done: Done): void {
+    const { facts } = input;
+    const all = this.#paths(facts.major, facts.minor);
+    const running = all.filter((p) => p.state === "running");
+    const list = running.length > 0 ? running : all;
+    if (list.length === 0) return done(checkCondition(Sense.LUN_COMM_FAILURE));
+    const sa = input.command.serviceAction;
+    if (sa === PrOutAction.REGISTER || sa === PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY) {
+      return this.#registerWithRollback(input, list, done);
+    }
+    if (sa === PrOutAction.RELEASE) return this.#releaseOnEveryPath(input, list, done);
+    this.#firstPathThatAnswers(input, list, done);
+  }
+
+  /**
+   * REGISTER* on every path in turn; if one fails, the paths registered so
+   * far are unregistered again (REGISTER AND IGNORE EXISTING KEY with service
+   * action key 0) and the failure is the reply.
+   */
+  #registerWithRollback(input: MultipathInput, list: MpathPath[], done: Done): void {
+    const { command, payload } = input;
+    const cdb = command.deviceCdb;
+    const newKey = new DataView(payload.buffer, payload.byteOffset).getBigUint64(8, false);
+    const rollback = (upTo: number, reply: Reply) => {
+      if (newKey === 0n || upTo === 0) return done(reply);
+      const undoCdb = cdb.slice();
+      undoCdb[1] = PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY;
+      const undo = new Uint8Array(24);
+      const next = (i: number) => {
+        if (i >= upTo) return done(reply);
+        this.#sendToPath(list[i], undoCdb, undo, () => next(i + 1));
+      };
+      next(0);
+    };
+    const next = (i: number) => {
+      if (i >= list.length) return done({ status: ScsiStatus.GOOD });
+      this.#sendToPath(list[i], cdb, payload, (run) => {
+        const reply = outReply(run);
+        if (reply.status !== ScsiStatus.GOOD) return rollback(i, reply);
+        next(i + 1);
+      });
+    };
+    next(0);
+  }
+
+  /** RELEASE on every path (the reservation holder may be any of them); the first failure is the reply. */
+  #releaseOnEveryPath(input: MultipathInput, list: MpathPath[], done: Done): void {
+    const cdb = input.command.deviceCdb;
+    let first: Reply | null = null;
+    const next = (i: number) => {
+      if (i >= list.length) return done(first ?? { status: ScsiStatus.GOOD });
+      this.#sendToPath(list[i], cdb, input.payload, (run) => {
+        const reply = outReply(run);
+        if (reply.status !== ScsiStatus.GOOD && first === null) first = reply;
+        next(i + 1);
+      });
+    };
+    next(0);
+  }
+
+  /**
+   * RESERVE, PREEMPT*, CLEAR: SG_IO on the dm device (dm honours its path
+   * states and queue_if_no_path); if that fails at transport level, each path
+   * in turn until one answers at SCSI level.
+   */
+  #firstPathThatAnswers(input: MultipathInput, list: MpathPath[], done: Done): void {
+    const { command, payload } = input;
+    const cdb = command.deviceCdb;
+    const next = (i: number, last: SgIoRun | Error) => {
+      if (i >= list.length) return done(outReply(last));
+      this.#sendToPath(list[i], cdb, payload, (run) => {
+        if (pathFailed(run)) return next(i + 1, run);
+        done(outReply(run));
+      });
+    };
+    this.#sgio({ fd: input.fd }, cdb, { transferLength: 0, payload }, (run) => {
+      if (isTransportFailure(run)) return next(0, run);
+      done(outReply(run));
+    });
+  }
 }

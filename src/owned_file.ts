@@ -20,9 +20,9 @@ import {
   O_NOFOLLOW,
   O_RDWR,
   openPath,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
 import { getResUid } from "../ffi/privileges.ts";
-import { StartupError } from "./listener.ts";
+import { StartupError } from "./startup_error.ts";
 
 /**
  * Why an opened file is not safe to use as the daemon's own file, or null if

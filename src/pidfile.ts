@@ -8,7 +8,6 @@
 import {
   closeFd,
   fstatFd,
-  getPid,
   readFd,
   rewindFd,
   statPath,
@@ -16,8 +15,9 @@ import {
   tryLockExclusive,
   unlinkPath,
   writeAll,
-} from "../ffi/libc.ts";
-import { StartupError } from "./listener.ts";
+} from "../ffi/files.ts";
+import { getPid } from "../ffi/process.ts";
+import { StartupError } from "./startup_error.ts";
 import { openOwnedFile } from "./owned_file.ts";
 
 /** A held pidfile. */

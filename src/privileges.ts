@@ -4,9 +4,9 @@
  *
  * Why a re-exec: capabilities and keepcaps are per thread. An in-process drop
  * through capset(2) changes only the calling thread, and V8's and tokio's
- * threads that already exist end up with no capabilities at all (measured in
- * ../shared notes, deno-platform §3.1), so nonblocking FFI calls would fail at
- * random. Instead, stage 1 (the process as started) does the drop on the main
+ * threads that already exist end up with no capabilities at all (measured on
+ * Deno 2.9), so nonblocking FFI calls would fail at random. Instead, stage 1
+ * (the process as started) does the drop on the main
  * thread, raises CAP_SYS_RAWIO into the ambient set and execve(2)s the same
  * Deno with the same arguments. The kernel then builds every thread of stage 2
  * from the same credentials. Same pid, so LISTEN_PID, MAINPID and the pidfile
@@ -36,7 +36,7 @@
  * @module
  */
 
-import { isOpenFd, readLink, readSmallFile, setCloexec } from "../ffi/libc.ts";
+import { isOpenFd, readLink, readSmallFile, setCloexec } from "../ffi/files.ts";
 import {
   boundingSet,
   Cap,
@@ -314,11 +314,6 @@ function consumeStage2(): Stage2Payload | null {
   }
   if (payload.cwd !== startCwd) changeDirectory(payload.cwd);
   return stage2 = payload;
-}
-
-/** true if this process is the re-executed stage 2. */
-export function isStage2(): boolean {
-  return consumeStage2() !== null;
 }
 
 /**

@@ -3,16 +3,27 @@
  * the watchdog keep-alive, sent as datagrams to `$NOTIFY_SOCKET`.
  *
  * Message formatting and environment parsing are pure functions (unit
- * tested); {@linkcode Notifier} does the sending through ffi/libc.ts. Outside
+ * tested); {@linkcode Notifier} does the sending through ffi/sockets.ts. Outside
  * systemd (no NOTIFY_SOCKET) every method is a no-op.
  *
  * The environment is read, not unset: the daemon runs no child processes, and
  * after a privilege re-exec (src/privileges.ts) the same pid must still notify.
  *
+ * Only the unit's main process may talk to `$NOTIFY_SOCKET`. A helper that a
+ * service starts (libvirtd, Type=notify, spawns one prhelperd per VM with its
+ * own environment) inherits the variable but is not the main process: its
+ * messages would be refused, each with a warning in the journal, and a
+ * READY=1 or STOPPING=1 would speak for the wrong service if NotifyAccess=all.
+ * systemd (since v248) tells each process it starts its own pid in
+ * `$SYSTEMD_EXEC_PID`; when that names another process, NOTIFY_SOCKET is
+ * ignored. (Without SYSTEMD_EXEC_PID, an older systemd or another service
+ * manager, the socket is trusted as before.)
+ *
  * @module
  */
 
-import { closeFd, sendDatagram, unixSocket } from "../ffi/libc.ts";
+import { closeFd } from "../ffi/files.ts";
+import { sendDatagram, unixSocket } from "../ffi/sockets.ts";
 
 /** What the environment says about the service manager. */
 export interface NotifyConfig {
@@ -20,6 +31,8 @@ export interface NotifyConfig {
   socket: string | null;
   /** Watchdog interval in microseconds, when the watchdog is on for this process. */
   watchdogUsec: number | null;
+  /** Why an inherited NOTIFY_SOCKET is not used (another process is the unit's main one); else null. */
+  ignored?: string | null;
 }
 
 /** A read-only view of environment variables (Deno.env fits). */
@@ -27,17 +40,29 @@ export interface EnvReader {
   get(key: string): string | undefined;
 }
 
-/** Parse NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (as sd_watchdog_enabled(3)). */
+/**
+ * Parse NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID (as sd_watchdog_enabled(3)),
+ * and SYSTEMD_EXEC_PID: a NOTIFY_SOCKET inherited from a service whose main
+ * process is another one is ignored.
+ */
 export function notifyConfig(env: EnvReader, pid: number): NotifyConfig {
   const raw = env.get("NOTIFY_SOCKET");
-  const socket = raw !== undefined && (raw.startsWith("/") || raw.startsWith("@")) ? raw : null;
+  let socket = raw !== undefined && (raw.startsWith("/") || raw.startsWith("@")) ? raw : null;
+  let ignored: string | null = null;
+  const execPid = env.get("SYSTEMD_EXEC_PID");
+  if (socket !== null && execPid !== undefined && execPid !== String(pid)) {
+    ignored = `NOTIFY_SOCKET ignored: inherited from the service whose main process is ` +
+      `SYSTEMD_EXEC_PID "${execPid}", not this process (pid ${pid})`;
+    socket = null;
+  }
   let watchdogUsec: number | null = null;
   const usec = env.get("WATCHDOG_USEC");
   if (usec !== undefined && /^[0-9]+$/.test(usec) && Number(usec) > 0) {
     const wpid = env.get("WATCHDOG_PID");
     if (wpid === undefined || Number(wpid) === pid) watchdogUsec = Number(usec);
   }
-  return { socket, watchdogUsec };
+  if (socket === null) watchdogUsec = null;
+  return { socket, watchdogUsec, ignored };
 }
 
 /** The keep-alive period: half the watchdog interval, as systemd recommends (ms, at least 1). */

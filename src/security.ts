@@ -9,8 +9,10 @@
 
 import type { Logger } from "@logtape/logtape";
 import { decidePeer, describePeerPolicy, type PeerPolicy } from "./access_policy.ts";
-import { auditProperties, buildAuditRecord, quoteFieldValue, senseTriple } from "./audit.ts";
+import { auditProperties, buildAuditRecord, quoteFieldValue } from "./audit.ts";
 import { logger } from "./log.ts";
+import { parseSense } from "./sense.ts";
+import { ScsiStatus } from "./wire.ts";
 import type { AccessCheck, AccessVerdict, AuditEvent, Peer } from "./request_handler.ts";
 import {
   type AccessChecker,
@@ -51,8 +53,6 @@ export interface Security {
   /** Release libselinux. */
   close(): void;
 }
-
-const CHECK_CONDITION = 0x02;
 
 /** Template for LogTape: `k1={k1} k2={k2} …` over the keys given. */
 function template(keys: readonly string[]): string {
@@ -124,8 +124,8 @@ export function createSecurity(options: SecurityOptions = {}): Security {
         cdb: event.command.deviceCdb,
         result: {
           status: event.status,
-          ...(event.status === CHECK_CONDITION
-            ? { sense: senseTriple(event.sense) ?? undefined }
+          ...(event.status === ScsiStatus.CHECK_CONDITION
+            ? { sense: parseSense(event.sense) ?? undefined }
             : {}),
         },
       });

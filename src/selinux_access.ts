@@ -45,7 +45,8 @@ import {
   statFilesystem,
 } from "../ffi/selinuxfs.ts";
 import { Errno, SysError } from "../ffi/errno.ts";
-import { peerSecurityContext, readSmallFile } from "../ffi/libc.ts";
+import { readSmallFile } from "../ffi/files.ts";
+import { peerSecurityContext } from "../ffi/sockets.ts";
 import { formatFields } from "./audit.ts";
 import { type BinaryPolicy, decideIoctlXperm, parseBinaryPolicy } from "./selinux_policy.ts";
 

@@ -631,14 +631,8 @@ function skipOcontexts(r: Reader, options: { version: number; oconNum: number })
   }
 }
 
-/**
- * Parse a binary kernel policy image. Throws {@linkcode PolicyFormatError}
- * (naming the offset and the field) for anything it does not understand:
- * another target platform, a version outside 24..35, table sizes that do not
- * match the version, a malformed or truncated section, or bytes left over.
- */
-export function parseBinaryPolicy(bytes: Uint8Array): BinaryPolicy {
-  const r = new Reader(bytes);
+/** The image's header: magic, target, version (in range) and table sizes (matching it). */
+function readHeader(r: Reader): { version: number; config: number; oconNum: number } {
   const magic = r.u32("magic");
   if (magic !== POLICYDB_MAGIC) r.fail(`magic 0x${magic.toString(16)} is not 0xf97cff8c`, 0);
   const len = r.u32("target string length");
@@ -663,6 +657,38 @@ export function parseBinaryPolicy(bytes: Uint8Array): BinaryPolicy {
       versionAt + 8,
     );
   }
+  return { version, config, oconNum };
+}
+
+/** The filename transitions (their layout changed with version 33), skipped. */
+function skipFilenameTransitions(r: Reader, version: number): void {
+  const nft = r.count("filename transition count", 8);
+  for (let i = 0; i < nft; i++) {
+    const nameLen = r.u32("filename transition name length");
+    r.skip(nameLen, "filename transition name");
+    if (version < V_COMP_FTRANS) {
+      r.skip(16, "filename transition types");
+    } else {
+      r.skip(8, "filename transition target and class");
+      const ndatum = r.count("filename transition datum count", 16);
+      if (ndatum === 0) r.fail("filename transition without data");
+      for (let j = 0; j < ndatum; j++) {
+        readEbitmap(r, "filename transition source types", false);
+        r.skip(4, "filename transition new type");
+      }
+    }
+  }
+}
+
+/**
+ * Parse a binary kernel policy image. Throws {@linkcode PolicyFormatError}
+ * (naming the offset and the field) for anything it does not understand:
+ * another target platform, a version outside 24..35, table sizes that do not
+ * match the version, a malformed or truncated section, or bytes left over.
+ */
+export function parseBinaryPolicy(bytes: Uint8Array): BinaryPolicy {
+  const r = new Reader(bytes);
+  const { version, config, oconNum } = readHeader(r);
   readEbitmap(r, "policy capabilities", false);
   readEbitmap(r, "permissive types", false);
   if (version >= V_NEVERAUDIT) readEbitmap(r, "neveraudit types", false);
@@ -679,24 +705,7 @@ export function parseBinaryPolicy(bytes: Uint8Array): BinaryPolicy {
   r.skip(nrt * (version >= V_ROLETRANS ? 16 : 12), "role transitions");
   const nra = r.count("role allow count", 8);
   r.skip(nra * 8, "role allows");
-  if (version >= V_FILENAME_TRANS) {
-    const nft = r.count("filename transition count", 8);
-    for (let i = 0; i < nft; i++) {
-      const nameLen = r.u32("filename transition name length");
-      r.skip(nameLen, "filename transition name");
-      if (version < V_COMP_FTRANS) {
-        r.skip(16, "filename transition types");
-      } else {
-        r.skip(8, "filename transition target and class");
-        const ndatum = r.count("filename transition datum count", 16);
-        if (ndatum === 0) r.fail("filename transition without data");
-        for (let j = 0; j < ndatum; j++) {
-          readEbitmap(r, "filename transition source types", false);
-          r.skip(4, "filename transition new type");
-        }
-      }
-    }
-  }
+  if (version >= V_FILENAME_TRANS) skipFilenameTransitions(r, version);
   skipOcontexts(r, { version, oconNum });
   const ngenfs = r.count("genfs count", 8);
   for (let i = 0; i < ngenfs; i++) {

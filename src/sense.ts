@@ -12,19 +12,34 @@
  * @module
  */
 
-import { Errno } from "../ffi/errno.ts";
+import { Errno, type ErrnoResult } from "../ffi/errno.ts";
+import type { SgIoDone } from "../ffi/sgio.ts";
 import { ScsiStatus, SENSE_LEN } from "./wire.ts";
 
 /** A sense key with its additional sense code and qualifier. */
 export interface SenseCode {
+  /** Sense key, e.g. {@linkcode SenseKey.ILLEGAL_REQUEST}. */
   key: number;
+  /** Additional sense code. */
   asc: number;
+  /** Additional sense code qualifier. */
   ascq: number;
 }
 
 function code(key: number, asc: number, ascq: number): SenseCode {
   return { key, asc, ascq };
 }
+
+/** Sense keys (SPC) the daemon and its tools test for, by name. */
+export const SenseKey = {
+  NOT_READY: 0x02,
+  MEDIUM_ERROR: 0x03,
+  HARDWARE_ERROR: 0x04,
+  ILLEGAL_REQUEST: 0x05,
+  UNIT_ATTENTION: 0x06,
+  DATA_PROTECT: 0x07,
+  ABORTED_COMMAND: 0x0b,
+} as const;
 
 const SENSE_CODES: Record<SenseName, SenseCode> = {
   /**
@@ -118,7 +133,9 @@ export function formatSense(sense: SenseCode): string {
 
 /** Status and sense of a reply the helper builds. */
 export interface Verdict {
+  /** SCSI status byte, e.g. {@linkcode ScsiStatus.CHECK_CONDITION}. */
   status: number;
+  /** Fixed-format sense ({@linkcode SENSE_LEN} bytes; zeros without CHECK CONDITION). */
   sense: Uint8Array;
 }
 
@@ -207,18 +224,8 @@ export function verdictForHostStatus(host: number): Verdict {
 /** driver_status value meaning the driver timed the command out (low nibble). */
 export const DRIVER_TIMEOUT = 0x06;
 
-/** What SG_IO returned, in the shape the mapping needs. */
-export type SgIoOutcome =
-  | { kind: "errno"; errno: number }
-  | {
-    kind: "done";
-    status: number;
-    hostStatus: number;
-    driverStatus: number;
-    sense: Uint8Array;
-    /** Bytes of data-in the device did not fill. */
-    resid: number;
-  };
+/** What SG_IO returned, in the shape the mapping needs (ffi/sgio.ts's result without its extras). */
+export type SgIoOutcome = ErrnoResult | SgIoDone;
 
 /** The reply's status, sense and data length for an SG_IO outcome. */
 export interface MappedOutcome extends Verdict {

@@ -15,24 +15,14 @@
  */
 
 import type { SysError } from "../ffi/errno.ts";
-import {
-  acceptConnection,
-  peerCred,
-  peerSecurityContext,
-  POLLERR,
-  POLLHUP,
-  POLLIN,
-  POLLNVAL,
-  POLLOUT,
-  PollSet,
-  shutdownSocket,
-} from "../ffi/libc.ts";
+import { POLLERR, POLLHUP, POLLIN, POLLNVAL, POLLOUT, PollSet } from "../ffi/poll.ts";
+import { acceptConnection, peerCred, peerSecurityContext, shutdownSocket } from "../ffi/sockets.ts";
 import { Connection } from "./connection.ts";
 import { FdCloser } from "./fd_closer.ts";
 import { ConnectionLimits, describeRefusal } from "./conn_limits.ts";
 import { logger } from "./log.ts";
 import { type HandlerContext, handleRequest, type Peer } from "./request_handler.ts";
-import { encodeReply, type Request } from "./wire.ts";
+import { encodeReply, type Request, ScsiStatus } from "./wire.ts";
 import { checkCondition, Sense } from "./sense.ts";
 
 /** Options of {@linkcode Server}. */
@@ -350,7 +340,7 @@ export class Server {
         if (this.#stopping) {
           // arrived after the stop: answer as a busy device would, so nothing is lost silently
           this.#release(r.request.fd);
-          c.queue(encodeReply({ status: 0x08 }, r.request.frame));
+          c.queue(encodeReply({ status: ScsiStatus.BUSY }, r.request.frame));
           this.#flush(c, now);
           return;
         }

@@ -7,13 +7,11 @@
  * @module
  */
 
-import { SysError } from "../ffi/errno.ts";
-import { closeFd, fstatFd, O_NONBLOCK, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { Errno, SysError } from "../ffi/errno.ts";
+import { closeFd, fstatFd, O_NONBLOCK, O_RDONLY, openPath } from "../ffi/files.ts";
 import { prIoctl } from "../ffi/pr_ioctl.ts";
 import { DATA_IN_BUFFER_LEN, residAgainst, sgIo } from "../ffi/sgio.ts";
 import { Slot, SlotKind, SlotResult } from "./executor.ts";
-
-const ENODEV = 19;
 
 /** The ioctls a job runs (the real ones by default). */
 export interface JobDeps {
@@ -32,17 +30,17 @@ function openPathTarget(words: Int32Array, bytes: Uint8Array): number {
   try {
     fd = openPath(name, O_RDONLY | O_NONBLOCK);
   } catch (e) {
-    return e instanceof SysError ? -e.errno : -ENODEV;
+    return e instanceof SysError ? -e.errno : -Errno.ENODEV;
   }
   try {
     const st = fstatFd(fd);
     if (st.kind !== "block" || ((st.rdevMajor << 20) | st.rdevMinor) !== words[Slot.AUX]) {
       closeFd(fd);
-      return -ENODEV;
+      return -Errno.ENODEV;
     }
   } catch {
     closeFd(fd);
-    return -ENODEV;
+    return -Errno.ENODEV;
   }
   return fd;
 }

@@ -8,7 +8,7 @@
  * @module
  */
 
-import { writeSome } from "../ffi/libc.ts";
+import { writeSome } from "../ffi/files.ts";
 import { Slot, SlotResult, SlotState } from "./executor.ts";
 import { runJob } from "./sgio_job.ts";
 

@@ -52,13 +52,15 @@ export const MAX_DATA_LEN = 8192;
 /** The feature bits this helper implements: none. */
 export const SUPPORTED_FEATURES = 0;
 
-/** SCSI status values used on the wire. */
+/** SCSI status values (SAM) a reply may carry, by name. */
 export const ScsiStatus = {
   GOOD: 0x00,
   CHECK_CONDITION: 0x02,
   BUSY: 0x08,
   RESERVATION_CONFLICT: 0x18,
   TASK_SET_FULL: 0x28,
+  ACA_ACTIVE: 0x30,
+  TASK_ABORTED: 0x40,
 } as const;
 
 /** Why a peer's frame ends the connection (the cases where qemu-pr-helper closes too). */
@@ -71,15 +73,32 @@ export type CloseReason =
   | "truncated-cdb"
   | "short-payload";
 
+/** Options for {@linkcode ProtocolError}. */
+export interface ProtocolErrorOptions {
+  /** fds the framer held when the frame was refused, for the caller to close. */
+  discard?: readonly number[];
+}
+
 /** A frame the helper cannot answer: the connection is closed without a reply. */
 export class ProtocolError extends Error {
   /** Machine-readable reason. */
   readonly reason: CloseReason | "bad-reply";
+  /** fds to close: set by {@linkcode RequestFramer.push}, empty elsewhere. */
+  readonly discard: readonly number[];
 
-  constructor(reason: CloseReason | "bad-reply", message: string) {
+  /**
+   * A refused frame: `reason` says why the connection ends, `message` what
+   * the peer sent; `options.discard` the fds the framer held.
+   */
+  constructor(
+    reason: CloseReason | "bad-reply",
+    message: string,
+    options: ProtocolErrorOptions = {},
+  ) {
     super(message);
     this.name = "ProtocolError";
     this.reason = reason;
+    this.discard = options.discard ?? [];
   }
 }
 
@@ -119,6 +138,7 @@ export function cdbDataLength(cdb: Uint8Array): number {
 
 /** What a received CDB tells the framer. */
 export interface CdbFrame {
+  /** PR IN or PR OUT. */
   opcode: typeof PR_IN | typeof PR_OUT;
   /** N: allocation length for IN, payload length for OUT. */
   dataLength: number;
@@ -167,6 +187,7 @@ export interface Reply {
 
 /** The request a reply answers: what bounds its data. */
 export interface ReplyBounds {
+  /** PR IN or PR OUT: only a PR IN reply carries data. */
   opcode: number;
   /** N of the request's CDB. */
   dataLength: number;
@@ -194,9 +215,11 @@ export function encodeReply(reply: Reply, bounds: ReplyBounds): Uint8Array {
 
 /** A decoded reply header. */
 export interface ReplyHeader {
+  /** SCSI status byte. */
   status: number;
   /** Length of the data that follows. */
   dataLength: number;
+  /** The sense field ({@linkcode SENSE_LEN} bytes). */
   sense: Uint8Array;
 }
 
@@ -234,9 +257,11 @@ export function decodeReplyHeader(header: Uint8Array, bounds: ReplyBounds): Repl
 
 /** A complete request as the framer delivers it. */
 export interface Request {
+  /** The CDB, {@linkcode CDB_LEN} bytes. */
   cdb: Uint8Array;
   /** The one fd that came with the CDB (the receiver owns it). */
   fd: number;
+  /** The CDB's framing facts. */
   frame: CdbFrame;
   /** PR OUT parameter list (empty for PR IN). */
   payload: Uint8Array;
@@ -312,7 +337,10 @@ export class RequestFramer {
       return this.#finishPhase(discard);
     } catch (e) {
       this.#have = 0;
-      throw Object.assign(e as ProtocolError, { discard: [...discard, ...this.takePendingFds()] });
+      if (!(e instanceof ProtocolError)) throw e;
+      throw new ProtocolError(e.reason, e.message, {
+        discard: [...discard, ...this.takePendingFds()],
+      });
     }
   }
 
@@ -368,8 +396,7 @@ export class RequestFramer {
   }
 }
 
-/** A ProtocolError thrown by {@linkcode RequestFramer.push} carries the fds to close. */
+/** The fds to close that a {@linkcode ProtocolError} carries; none for any other error. */
 export function discardedFds(e: unknown): number[] {
-  const d = (e as { discard?: unknown }).discard;
-  return Array.isArray(d) ? d as number[] : [];
+  return e instanceof ProtocolError ? [...e.discard] : [];
 }

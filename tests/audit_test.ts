@@ -12,8 +12,8 @@ import {
   parseVpdPg83Naa,
   prTypeName,
   readDeviceIdentity,
-  senseTriple,
 } from "../src/audit.ts";
+import { parseSense } from "../src/sense.ts";
 
 // VPD pages as LIO returns them (serial 5a1d0e8c-…, NAA 6001405…).
 const PG80 = new Uint8Array([
@@ -89,19 +89,19 @@ Deno.test("property: the VPD parsers never throw", () => {
   }));
 });
 
-Deno.test("sense triple from fixed and descriptor sense", () => {
+Deno.test("sense key/ASC/ASCQ of an audit record, from fixed and descriptor sense", () => {
   const fixed = new Uint8Array(18);
   fixed[0] = 0x70;
   fixed[2] = 0x05;
   fixed[12] = 0x20;
   fixed[13] = 0x02;
-  assert.deepEqual(senseTriple(fixed), { key: 5, asc: 0x20, ascq: 2 });
-  assert.deepEqual(senseTriple(new Uint8Array([0x72, 0x06, 0x2a, 0x03])), {
+  assert.deepEqual(parseSense(fixed), { key: 5, asc: 0x20, ascq: 2 });
+  assert.deepEqual(parseSense(new Uint8Array([0x72, 0x06, 0x2a, 0x03])), {
     key: 6,
     asc: 0x2a,
     ascq: 3,
   });
-  assert.equal(senseTriple(new Uint8Array(18)), null);
+  assert.equal(parseSense(new Uint8Array(18)), null);
 });
 
 Deno.test("record, properties and the key=value line", () => {

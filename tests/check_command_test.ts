@@ -13,12 +13,12 @@ import {
   formatFindings,
   groupsOf,
   modeAllows,
-  parseCheckArgs,
   selinuxFindings,
   socketFindings,
-} from "../src/tools/check_command.ts";
+} from "../src/tools/check_findings.ts";
+import { parseCheckArgs } from "../src/tools/check_command.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
-import type { FileStat } from "../ffi/libc.ts";
+import type { FileStat } from "../ffi/files.ts";
 import { parseStatus } from "../src/privileges.ts";
 import {
   DENO,

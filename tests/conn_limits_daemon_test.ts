@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, openPath } from "../ffi/files.ts";
 import type { RawConnection } from "../src/client.ts";
 import { PR_IN } from "../src/wire.ts";
 import { DENO, startDaemon, type TestDaemon, waitFor } from "./helpers/daemon.ts";

@@ -12,7 +12,7 @@
  */
 
 import assert from "node:assert/strict";
-import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, openPath } from "../ffi/files.ts";
 import { PR_IN } from "../src/wire.ts";
 import { parseStatus } from "../src/privileges.ts";
 import { daemonCommand, Subprocess, TempDir, TestDaemon, waitReady } from "./helpers/daemon.ts";

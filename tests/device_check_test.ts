@@ -14,7 +14,7 @@ import {
   O_RDWR,
   openPath,
   statxFd,
-} from "../ffi/libc.ts";
+} from "../ffi/files.ts";
 import { decideDevice, type DeviceFacts, probeDevice } from "../src/device_check.ts";
 import { formatSense, Sense } from "../src/sense.ts";
 import { FdSet } from "./helpers/protocol.ts";

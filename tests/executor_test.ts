@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { Errno } from "../ffi/errno.ts";
-import { closeFd, O_RDWR, openPath } from "../ffi/libc.ts";
+import { closeFd, O_RDWR, openPath } from "../ffi/files.ts";
 import { SgIoExecutor, Slot, SlotKind, SlotResult } from "../src/executor.ts";
 import { runJob } from "../src/sgio_job.ts";
 import { DATA_IN_BUFFER_LEN, type SgIoResult } from "../ffi/sgio.ts";

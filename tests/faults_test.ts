@@ -10,20 +10,10 @@
 
 import assert from "node:assert/strict";
 import { Errno, type SysError } from "../ffi/errno.ts";
-import {
-  closeFd,
-  connectUnix,
-  getNofileLimit,
-  O_RDONLY,
-  O_RDWR,
-  openPath,
-  POLLIN,
-  PollSet,
-  recvWithFds,
-  sendWithFds,
-  setNofileLimit,
-  unixSocket,
-} from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, O_RDWR, openPath } from "../ffi/files.ts";
+import { POLLIN, PollSet } from "../ffi/poll.ts";
+import { getNofileLimit, setNofileLimit } from "../ffi/process.ts";
+import { connectUnix, recvWithFds, sendWithFds, unixSocket } from "../ffi/sockets.ts";
 import { PrHelperClient, RawConnection } from "../src/client.ts";
 import {
   prInCdb,

@@ -8,7 +8,7 @@
  */
 
 import assert from "node:assert/strict";
-import { closeFd, isOpenFd, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { closeFd, isOpenFd, O_RDONLY, openPath } from "../ffi/files.ts";
 import { FdCloser } from "../src/fd_closer.ts";
 import {
   createRing,

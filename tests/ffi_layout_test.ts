@@ -8,12 +8,16 @@ import {
   AV_DECISION,
   CAP,
   CMSGHDR,
+  FLOCK,
   GROUP,
   IOVEC,
   MSGHDR,
   PASSWD,
   POLLFD,
-  PR_STRUCTS,
+  PR_CLEAR,
+  PR_PREEMPT,
+  PR_REGISTRATION,
+  PR_RESERVATION,
   RLIMIT,
   SG_IO_HDR,
   SIGACTION,
@@ -37,6 +41,7 @@ const STRUCTS: Record<string, [string, Record<string, number>]> = {
   UCRED: ["struct ucred", UCRED],
   POLLFD: ["struct pollfd", POLLFD],
   RLIMIT: ["struct rlimit", RLIMIT],
+  FLOCK: ["struct flock", FLOCK],
   SIGACTION: ["struct sigaction", SIGACTION],
   STAT: ["struct stat", STAT],
   STATX: ["struct statx", STATX],
@@ -45,6 +50,10 @@ const STRUCTS: Record<string, [string, Record<string, number>]> = {
   GROUP: ["struct group", GROUP],
   STATFS: ["struct statfs", STATFS],
   SIGSET: ["sigset_t", SIGSET],
+  PR_REGISTRATION: ["struct pr_registration", PR_REGISTRATION],
+  PR_RESERVATION: ["struct pr_reservation", PR_RESERVATION],
+  PR_PREEMPT: ["struct pr_preempt", PR_PREEMPT],
+  PR_CLEAR: ["struct pr_clear", PR_CLEAR],
 };
 
 /** Keys that are not a field's offset, and the C expression for each. */
@@ -64,11 +73,11 @@ function cProgram(): string {
       out(`${table}.${key}`, special(table, key, type) ?? `offsetof(${type}, ${key})`);
     }
   }
-  for (const key of Object.keys(PR_STRUCTS)) out(`PR_STRUCTS.${key}`, `sizeof(struct ${key})`);
   out("CAP.headerSize", "sizeof(struct __user_cap_header_struct)");
   out("CAP.dataSize", "sizeof(struct __user_cap_data_struct)");
   out("SPAWNATTR", "sizeof(posix_spawnattr_t)");
   return `#define _GNU_SOURCE
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/pr.h>
@@ -97,7 +106,6 @@ function expected(): Map<string, number> {
   for (const [table, [, fields]] of Object.entries(STRUCTS)) {
     for (const [key, value] of Object.entries(fields)) m.set(`${table}.${key}`, value);
   }
-  for (const [key, value] of Object.entries(PR_STRUCTS)) m.set(`PR_STRUCTS.${key}`, value);
   m.set("CAP.headerSize", CAP.headerSize);
   m.set("CAP.dataSize", CAP.dataSize);
   return m;

@@ -5,7 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { readSmallFile } from "../ffi/libc.ts";
+import { readSmallFile } from "../ffi/files.ts";
 import {
   daemonCommand,
   sleep,
@@ -17,7 +17,7 @@ import {
   waitReady,
 } from "./helpers/daemon.ts";
 import { connectGreeted, roundTrip, senseOf } from "./helpers/protocol.ts";
-import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, openPath } from "../ffi/files.ts";
 import { prInCdb } from "../src/cdb.ts";
 
 function listensOnTcp(pid: number): boolean {

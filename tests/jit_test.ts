@@ -23,7 +23,7 @@ import {
   waitFor,
 } from "./helpers/daemon.ts";
 import { connectGreeted, roundTrip, wireCdb } from "./helpers/protocol.ts";
-import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, openPath } from "../ffi/files.ts";
 
 Deno.test("jit: the status line follows what V8 exposes", () => {
   const off = jitStatus({});

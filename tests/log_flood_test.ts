@@ -13,7 +13,7 @@
 
 import assert from "node:assert/strict";
 import { configure, getLogger, type LogRecord, reset } from "@logtape/logtape";
-import { closeFd, O_RDONLY, openPath } from "../ffi/libc.ts";
+import { closeFd, O_RDONLY, openPath } from "../ffi/files.ts";
 import { parsePrCdb } from "../src/cdb.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
 import {

@@ -1,21 +1,28 @@
-// Host tests of src/multipath.ts's pure parts: PR OUT -> PR ioctl structs,
-// TransportID lists, type mapping, refusal senses, ioctl result mapping.
+// Host tests of multipath: src/multipath_plan.ts (PR OUT -> PR ioctl, TransportID
+// lists, refusal senses, ioctl result mapping), ffi/pr_ioctl.ts's struct
+// encoding and type mapping, and src/multipath.ts's handler on a fake executor.
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { parsePrCdb, PrInAction, prInCdb, PrOutAction, prOutCdb, PrType } from "../src/cdb.ts";
+import { type MpathPath, MultipathHandler } from "../src/multipath.ts";
 import {
-  createMultipathHandler,
-  ioctlTypeOf,
   isTransportFailure,
-  type MpathPath,
   parseTransportIds,
   planPrOut,
   verdictForPrIoctl,
-} from "../src/multipath.ts";
-import type { PrIoctlJob, PrIoctlRun, SgIoExecutor, SgIoJob, SgIoRun } from "../src/executor.ts";
+} from "../src/multipath_plan.ts";
+import type { PrIoctlJob, SgIoExecutor, SgIoJob, SgIoRun } from "../src/executor.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
 import type { Reply } from "../src/wire.ts";
-import { PR_FL_IGNORE_KEY, PrIoctl, prIoctlArgSize, PrIoctlType } from "../ffi/pr_ioctl.ts";
+import {
+  encodePrIoctl,
+  PR_FL_IGNORE_KEY,
+  PrIoctl,
+  prIoctlArgSize,
+  type PrIoctlResult,
+  PrIoctlType,
+  prTypeOf,
+} from "../ffi/pr_ioctl.ts";
 import { Errno } from "../ffi/errno.ts";
 import { parseSense } from "../src/sense.ts";
 
@@ -31,7 +38,8 @@ function params(key: bigint, saKey: bigint, flags = 0, length = 24): Uint8Array 
 }
 
 function out(sa: number, payload: Uint8Array, type = 0, scope = 0) {
-  return planPrOut(parsePrCdb(prOutCdb(sa, payload.length, { type, scope })), payload);
+  const r = planPrOut(parsePrCdb(prOutCdb(sa, payload.length, { type, scope })), payload);
+  return r.ok ? { ...r, plan: { ...r.plan, ...encodePrIoctl(r.plan.call) } } : r;
 }
 
 function senseOf(plan: ReturnType<typeof planPrOut>): string {
@@ -101,7 +109,7 @@ Deno.test("multipath: RESERVE/RELEASE/PREEMPT/PREEMPT AND ABORT/CLEAR structs an
     [PrType.EXCLUSIVE_ACCESS_ALL_REGISTRANTS, PrIoctlType.EXCLUSIVE_ACCESS_ALL_REGS],
   ];
   for (const [scsi, ioctl] of cases) {
-    assert.equal(ioctlTypeOf(scsi), ioctl);
+    assert.equal(prTypeOf(scsi), ioctl);
     for (const [sa, req] of [[1, PrIoctl.RESERVE], [2, PrIoctl.RELEASE]]) {
       const r = out(sa, params(0x55n, 0n), scsi);
       assert.ok(r.ok);
@@ -122,7 +130,7 @@ Deno.test("multipath: RESERVE/RELEASE/PREEMPT/PREEMPT AND ABORT/CLEAR structs an
     }
   }
   for (const bad of [0, 2, 4, 9, 15]) {
-    assert.equal(ioctlTypeOf(bad), null);
+    assert.equal(prTypeOf(bad), null);
     assert.equal(senseOf(out(PrOutAction.RESERVE, params(1n, 0n), bad)), "5/24/0");
   }
   assert.equal(senseOf(out(PrOutAction.RELEASE, params(1n, 0n), 1, 1)), "5/24/0", "scope 1");
@@ -227,7 +235,8 @@ Deno.test("multipath: arbitrary parameter lists never throw and give a plan or a
         const r = planPrOut(parsePrCdb(cdb), payload);
         if (r.ok) {
           assert.ok(sa <= 6 && payload.length === 24);
-          assert.equal(r.plan.arg.length, prIoctlArgSize(r.plan.request));
+          const { request, arg } = encodePrIoctl(r.plan.call);
+          assert.equal(arg.length, prIoctlArgSize(request));
         } else {
           assert.equal(r.sense.key, 5);
           assert.ok([0x1a, 0x24, 0x26].includes(r.sense.asc));
@@ -320,7 +329,7 @@ const MPATH_FACTS: DeviceFacts = {
  * PATH_KEYS, a PR ioctl answers `onIoctl`. Jobs complete in order from
  * {@linkcode run}'s loop, as from the executor's drain.
  */
-function fakeExecutor(onDm: SgIoRun | Error, onIoctl: PrIoctlRun = { kind: "done", value: 0 }) {
+function fakeExecutor(onDm: SgIoRun | Error, onIoctl: PrIoctlResult = { kind: "done", value: 0 }) {
   const sgio: SgIoJob[] = [];
   const ioctls: PrIoctlJob[] = [];
   const pending: (() => void)[] = [];
@@ -332,15 +341,15 @@ function fakeExecutor(onDm: SgIoRun | Error, onIoctl: PrIoctlRun = { kind: "done
         done(job.path ? doneRun(0, PATH_KEYS.slice(0, job.transferLength)) : onDm)
       );
     },
-    submitIoctl(job: PrIoctlJob, done: (r: PrIoctlRun | Error) => void) {
+    submitIoctl(job: PrIoctlJob, done: (r: PrIoctlResult | Error) => void) {
       ioctls.push(job);
       pending.push(() => done(onIoctl));
     },
   } as unknown as SgIoExecutor;
   const run = (command: Uint8Array, payload = new Uint8Array(0)): Reply => {
-    const handler = createMultipathHandler({ executor, sgioTimeoutMs: 1000, paths: () => PATHS });
+    const handler = new MultipathHandler({ executor, sgioTimeoutMs: 1000, paths: () => PATHS });
     let reply: Reply | null = null;
-    handler({ fd: 42, command: parsePrCdb(command), payload, facts: MPATH_FACTS }, (r) => {
+    handler.handle({ fd: 42, command: parsePrCdb(command), payload, facts: MPATH_FACTS }, (r) => {
       assert.equal(reply, null, "answered twice");
       reply = r;
     });
@@ -428,4 +437,13 @@ Deno.test("multipath (14.2): PR OUT by SG_IO (ioctls refused) does not go to the
     io.sgio.filter((j) => j.cdb[0] === 0x5f).map((j) => j.path?.name ?? `fd ${j.fd}`),
     ["fd 42", "/dev/sda"],
   );
+});
+
+Deno.test("multipath: encodePrIoctl refuses a reservation type with no enum pr_type value", () => {
+  assert.throws(
+    () => encodePrIoctl({ op: "reserve", key: 1n, scsiType: 2 }),
+    (e: Error) => e instanceof RangeError && /reservation type 2/.test(e.message),
+  );
+  const c = encodePrIoctl({ op: "clear", key: 0x0102030405060708n });
+  assert.deepEqual([...c.arg], [8, 7, 6, 5, 4, 3, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0]);
 });

@@ -9,7 +9,7 @@
  */
 
 import assert from "node:assert/strict";
-import { closeFd, O_PATH, openPath } from "../ffi/libc.ts";
+import { closeFd, O_PATH, openPath } from "../ffi/files.ts";
 import { startDaemon, type TestDaemon, waitFor } from "./helpers/daemon.ts";
 import {
   connectGreeted,

@@ -6,7 +6,8 @@
  */
 
 import assert from "node:assert/strict";
-import { bindUnix, closeFd, readFd, unixSocket } from "../ffi/libc.ts";
+import { closeFd, readFd } from "../ffi/files.ts";
+import { bindUnix, unixSocket } from "../ffi/sockets.ts";
 import { parseStatus, type StatusCreds } from "../src/privileges.ts";
 import { userByName } from "../ffi/privileges.ts";
 import {

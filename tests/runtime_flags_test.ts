@@ -6,7 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { DAEMON_V8_FLAGS, v8FlagsArgument } from "../tools/runtime_flags.ts";
-import { launcherFlags, launcherScript } from "../tools/build_deb.ts";
+import { launcherFlags, launcherScript, sourceLauncherFlags } from "../tools/build_deb.ts";
 
 const root = new URL("../", import.meta.url);
 
@@ -15,18 +15,25 @@ Deno.test("runtime flags: one --v8-flags argument with every flag", () => {
   assert.equal(v8FlagsArgument(), `--v8-flags=${DAEMON_V8_FLAGS.join(",")}`);
 });
 
-Deno.test("runtime flags: deno.json's start task passes them", async () => {
+Deno.test("runtime flags: deno.json's start task runs tools/prhelperd", async () => {
   const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
   const start = config.tasks.start;
   const command: string = typeof start === "string" ? start : start.command;
-  assert.ok(command.split(/\s+/).includes(v8FlagsArgument()), `start task: ${command}`);
+  assert.equal(command.split(/\s+/)[0], "tools/prhelperd", `start task: ${command}`);
 });
 
-Deno.test("runtime flags: tools/prhelperd passes them", async () => {
+Deno.test("runtime flags: tools/prhelperd passes them, and the permission set as flags", async () => {
+  const config = JSON.parse(await Deno.readTextFile(new URL("deno.json", root)));
   const text = await Deno.readTextFile(new URL("tools/prhelperd", root));
-  const exec = text.split("\n").find((l) => l.startsWith("exec "));
-  assert.ok(exec, "no exec line in tools/prhelperd");
-  assert.ok(exec.split(/\s+/).includes(v8FlagsArgument()), exec);
+  // the exec command, its continuation lines joined
+  const exec = text.slice(text.indexOf("\nexec ") + 1).replaceAll("\\\n", " ");
+  const words = exec.split(/\s+/).map((w) => w.replace(/^"(.*)"$/, "$1"));
+  for (const flag of sourceLauncherFlags(config.permissions.daemon)) {
+    assert.ok(words.includes(flag), `tools/prhelperd lacks ${flag}: ${exec}`);
+  }
+  assert.ok(words.includes(v8FlagsArgument()), exec);
+  // -P would read the permissions from deno.json, with Deno's "experimental" warning
+  assert.ok(!words.some((w) => w === "-P" || w.startsWith("-P=")), exec);
 });
 
 Deno.test("runtime flags: the package launcher passes its flags before the bundle", async () => {

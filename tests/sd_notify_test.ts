@@ -6,7 +6,8 @@ import {
   statusText,
   watchdogPeriodMs,
 } from "../src/sd_notify.ts";
-import { bindUnix, closeFd, readFd, unixSocket } from "../ffi/libc.ts";
+import { closeFd, readFd } from "../ffi/files.ts";
+import { bindUnix, unixSocket } from "../ffi/sockets.ts";
 
 function env(vars: Record<string, string>) {
   return { get: (k: string) => vars[k] };
@@ -30,10 +31,14 @@ Deno.test("sd_notify: statusText", () => {
 });
 
 Deno.test("sd_notify: notifyConfig follows sd_watchdog_enabled rules", () => {
-  assert.deepEqual(notifyConfig(env({}), 10), { socket: null, watchdogUsec: null });
+  assert.deepEqual(notifyConfig(env({}), 10), {
+    socket: null,
+    watchdogUsec: null,
+    ignored: null,
+  });
   assert.deepEqual(
     notifyConfig(env({ NOTIFY_SOCKET: "@abc", WATCHDOG_USEC: "4000000" }), 10),
-    { socket: "@abc", watchdogUsec: 4000000 },
+    { socket: "@abc", watchdogUsec: 4000000, ignored: null },
   );
   assert.equal(
     notifyConfig(env({ NOTIFY_SOCKET: "/run/n", WATCHDOG_USEC: "4000000", WATCHDOG_PID: "11" }), 10)
@@ -49,6 +54,25 @@ Deno.test("sd_notify: notifyConfig follows sd_watchdog_enabled rules", () => {
   assert.equal(notifyConfig(env({ WATCHDOG_USEC: "x" }), 1).watchdogUsec, null);
   assert.equal(watchdogPeriodMs(4_000_000), 2000);
   assert.equal(watchdogPeriodMs(1), 1);
+});
+
+Deno.test("sd_notify: a NOTIFY_SOCKET of another main process (SYSTEMD_EXEC_PID) is ignored", () => {
+  const inherited = notifyConfig(
+    env({ NOTIFY_SOCKET: "/run/systemd/notify", SYSTEMD_EXEC_PID: "700", WATCHDOG_USEC: "9" }),
+    812,
+  );
+  assert.equal(inherited.socket, null);
+  assert.equal(inherited.watchdogUsec, null);
+  assert.match(inherited.ignored ?? "", /SYSTEMD_EXEC_PID "700".*pid 812/);
+  assert.equal(new Notifier(inherited).enabled, false);
+  const own = notifyConfig(
+    env({ NOTIFY_SOCKET: "/run/systemd/notify", SYSTEMD_EXEC_PID: "812" }),
+    812,
+  );
+  assert.equal(own.socket, "/run/systemd/notify");
+  assert.equal(own.ignored, null);
+  // an older systemd (before v248) or another manager sets no SYSTEMD_EXEC_PID
+  assert.equal(notifyConfig(env({ NOTIFY_SOCKET: "@n" }), 812).socket, "@n");
 });
 
 Deno.test("sd_notify: Notifier is a no-op without NOTIFY_SOCKET", () => {

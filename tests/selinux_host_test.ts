@@ -14,7 +14,8 @@ import {
 import type { KernelSelinuxFacts } from "../src/access_policy.ts";
 import { type AvDecision, openLibselinux } from "../ffi/selinux.ts";
 import { readLoadedPolicy, readSelfContext, statFilesystem } from "../ffi/selinuxfs.ts";
-import { closeFd, unixSocketPair } from "../ffi/libc.ts";
+import { closeFd } from "../ffi/files.ts";
+import { unixSocketPair } from "../ffi/sockets.ts";
 import { Errno, SysError } from "../ffi/errno.ts";
 
 const hostHasSelinux = (() => {

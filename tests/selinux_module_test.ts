@@ -54,6 +54,7 @@ function runScript(
   for (
     const c of [
       "restorecon",
+      "udevadm",
       "systemd-sysusers",
       "deb-systemd-helper",
       "deb-systemd-invoke",

@@ -58,3 +58,16 @@ Deno.test("systemd-analyze security rates a unit without the hardening above 2.0
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("prhelperd.socket and .service conflict with QEMU's qemu-pr-helper units", async () => {
+  for (const unit of ["prhelperd.socket", "prhelperd.service"]) {
+    const text = await Deno.readTextFile(new URL(`../packaging/${unit}`, import.meta.url));
+    const unitSection = text.slice(text.indexOf("[Unit]"), text.search(/^\[(Service|Socket)\]/m));
+    const conflicts = [...unitSection.matchAll(/^Conflicts=(.*)$/gm)].flatMap((m) =>
+      m[1].trim().split(/\s+/)
+    );
+    for (const other of ["qemu-pr-helper.socket", "qemu-pr-helper.service"]) {
+      assert.ok(conflicts.includes(other), `${unit}: no Conflicts=${other}`);
+    }
+  }
+});

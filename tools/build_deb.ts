@@ -105,9 +105,13 @@ export function denoBinary(): string {
 /**
  * The permission set "daemon" of deno.json as `deno run` flags. Relative read
  * entries (the source tree) become `readDir`, where the bundle and the Worker
- * module are installed.
+ * module are installed, or, if `readDir` is a function, what it makes of each
+ * entry (tools/prhelperd: the checkout's own directories).
  */
-export function permissionFlags(set: Record<string, unknown>, readDir: string): string[] {
+export function permissionFlags(
+  set: Record<string, unknown>,
+  readDir: string | ((relative: string) => string),
+): string[] {
   const flags: string[] = [];
   for (const [kind, value] of Object.entries(set)) {
     if (value === false || value === undefined) continue;
@@ -120,11 +124,24 @@ export function permissionFlags(set: Record<string, unknown>, readDir: string): 
     if (kind === "read" || kind === "write") {
       const rel = items.filter((p) => !p.startsWith("/"));
       items = items.filter((p) => p.startsWith("/"));
-      if (rel.length > 0 && kind === "read") items.push(readDir);
+      if (rel.length > 0 && kind === "read") {
+        items.push(...(typeof readDir === "string" ? [readDir] : rel.map(readDir)));
+      }
     }
     if (items.length > 0) flags.push(`--allow-${kind}=${[...new Set(items)].join(",")}`);
   }
   return flags;
+}
+
+/**
+ * The flags of the source-tree launcher tools/prhelperd: the same permission
+ * set, given as flags and not as `-P=daemon` (Deno prints "Permissions in the
+ * config file is an experimental feature" on every start that reads them from
+ * deno.json), relative reads under `$root`, and the daemon's V8 flags.
+ */
+export function sourceLauncherFlags(permissions: Record<string, unknown>): string[] {
+  const rel = (p: string) => `$root/${p.replace(/^\.\//, "")}`;
+  return [...permissionFlags(permissions, rel), v8FlagsArgument()];
 }
 
 /**
@@ -164,7 +181,7 @@ Version: ${debVersion}
 Architecture: ${arch}
 Maintainer: prhelperd developers <prhelperd@example.org>
 Installed-Size: ${installedKb}
-Depends: libc6 (>= 2.27), libgcc-s1, libselinux1, systemd | systemd-standalone-sysusers
+Depends: libc6 (>= 2.27), libgcc-s1, libselinux1, acl, systemd | systemd-standalone-sysusers
 Suggests: libvirt-daemon-system, qemu-system-x86
 Section: admin
 Priority: optional
@@ -192,6 +209,10 @@ if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-decon
 		restorecon -R /usr/bin/prhelperd /usr/lib/prhelperd || true
 	fi
 	systemd-sysusers \${DPKG_ROOT:+--root="$DPKG_ROOT"} prhelperd.conf
+	# the multipath path devices that exist now get the prhelperd ACL (udev rule)
+	if [ -z "$DPKG_ROOT" ] && [ -d /run/udev ] && command -v udevadm >/dev/null; then
+		udevadm trigger --action=change --subsystem-match=block --property-match=DM_MULTIPATH_DEVICE_PATH=1 || true
+	fi
 	if deb-systemd-helper --quiet was-enabled prhelperd.socket; then
 		deb-systemd-helper enable prhelperd.socket >/dev/null || true
 	else
@@ -216,6 +237,12 @@ if [ -d /run/systemd/system ]; then
 fi
 if [ "$1" = "remove" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper mask prhelperd.socket >/dev/null || true
+fi
+if [ "$1" = "remove" ] && command -v setfacl >/dev/null && getent passwd prhelperd >/dev/null; then
+	# the udev rule is gone: take back what it granted on multipath path devices
+	for dev in /dev/sd*; do
+		[ -b "$dev" ] && setfacl -x u:prhelperd "$dev" 2>/dev/null || true
+	done
 fi
 if [ "$1" = "purge" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper purge prhelperd.socket >/dev/null || true
@@ -339,6 +366,10 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
   await copy(`${root}/packaging/prhelperd.socket`, `${unitDir}/prhelperd.socket`);
   await copy(`${root}/packaging/prhelperd.service`, `${unitDir}/prhelperd.service`);
   await copy(`${root}/packaging/prhelperd.sysusers`, `${stage}/usr/lib/sysusers.d/prhelperd.conf`);
+  await copy(
+    `${root}/packaging/prhelperd-multipath.rules`,
+    `${stage}/usr/lib/udev/rules.d/61-prhelperd-multipath.rules`,
+  );
   await write(`${stage}${SELINUX_MODULE}`, await buildSelinuxModule());
   await gzipTo(
     await Deno.readFile(`${root}/packaging/prhelperd.8`),

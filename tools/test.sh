@@ -108,19 +108,18 @@ if [ $host_only = 0 ]; then
     fi | tee -a "$log_dir/vm.log"
     # the installed .deb in a real systemd boot (debootstrap rootfs, cached in
     # $WORK; about 2.5 min under TCG once the rootfs exists). PRHELPERD_VM_SYSTEMD=0 skips it.
+    systemd_run() { # systemd_run LABEL GUEST: one boot of tests/vm/systemd/run.sh -n -g GUEST
+      local label=$1 guest=$2 rc=0
+      echo "--- VM boot: $label (tests/vm/systemd/run.sh -n -g $guest)"
+      tests/vm/systemd/run.sh -n -g "$guest" >"$log_dir/vm-$label.log" 2>&1 || rc=$?
+      grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-$label.log" | tail -60
+      if [ $rc = 0 ]; then echo "VM-TEST $label: PASS"; else
+        tail -40 "$log_dir/vm-$label.log"; echo "VM-TEST $label: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
+    }
     if [ "${PRHELPERD_VM_SYSTEMD:-1}" = 1 ]; then
-      echo "--- VM boot: systemd (tests/vm/systemd/run.sh -n)"
-      rc=0; tests/vm/systemd/run.sh -n >"$log_dir/vm-systemd.log" 2>&1 || rc=$?
-      grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-systemd.log" | tail -60
-      if [ $rc = 0 ]; then echo "VM-TEST systemd-package: PASS"; else
-        tail -40 "$log_dir/vm-systemd.log"; echo "VM-TEST systemd-package: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
-      # the same package under SELinux enforcing (Debian's refpolicy, the
-      # package's policy module; labelled rootfs; about 5 min under TCG)
-      echo "--- VM boot: systemd + SELinux enforcing (tests/vm/systemd/run.sh -n -g selinux)"
-      rc=0; tests/vm/systemd/run.sh -n -g selinux >"$log_dir/vm-systemd-selinux.log" 2>&1 || rc=$?
-      grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-systemd-selinux.log" | tail -60
-      if [ $rc = 0 ]; then echo "VM-TEST systemd-selinux: PASS"; else
-        tail -40 "$log_dir/vm-systemd-selinux.log"; echo "VM-TEST systemd-selinux: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
+      systemd_run systemd-package test          # the .deb, socket activation, credentials, journal
+      systemd_run systemd-multipath multipath   # issue 18.3: the packaged daemon on a multipathd map
+      systemd_run systemd-selinux selinux       # issue 15.2/15.3: SELinux enforcing, the policy module (about 5 min)
     else
       echo "--- VM boot: systemd package tests skipped (PRHELPERD_VM_SYSTEMD=0)"
     fi

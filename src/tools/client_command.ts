@@ -13,12 +13,19 @@
  * @module
  */
 
-import { closeFd, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR, openPath } from "../../ffi/libc.ts";
+import { closeFd, O_CLOEXEC, O_NONBLOCK, O_RDONLY, O_RDWR, openPath } from "../../ffi/files.ts";
 import { SysError } from "../../ffi/errno.ts";
-import { PrInAction, prInCdb, PrOutAction, prOutCdb } from "../cdb.ts";
+import { PrInAction, prInCdb, PrOutAction, prOutCdb, PrOutFlags } from "../cdb.ts";
 import { HelperConnectionError, PrHelperClient, type PrReply } from "../client.ts";
 import { formatSense, parseSense } from "../sense.ts";
-import { MAX_DATA_LEN, ProtocolError } from "../wire.ts";
+import { MAX_DATA_LEN, ProtocolError, ScsiStatus } from "../wire.ts";
+import {
+  getopt,
+  type GetoptError,
+  type GetoptRules,
+  type HandlerResult,
+  type OptionSpec,
+} from "./getopt.ts";
 import {
   decodePrIn,
   exitStatusFor,
@@ -33,7 +40,7 @@ import {
 } from "./prin_decode.ts";
 
 /** sg_persist's default (and largest) allocation length; also the helper's limit. */
-export const DEFAULT_ALLOC_LEN = 8192;
+export const DEFAULT_ALLOC_LEN = MAX_DATA_LEN;
 const MX_TIDS = 32;
 
 /** Everything `prhelperd client` was asked to do. */
@@ -67,117 +74,183 @@ export type ClientParse =
   | { kind: "run"; options: ClientOptions; stderr: string }
   | { kind: "exit"; code: number; stdout: string; stderr: string };
 
-interface OptSpec {
-  short?: string;
-  long: string[];
-  arg: boolean;
-  key: string;
+/** What the options set while `prhelperd client`'s command line is read. */
+interface ClientState {
+  o: ClientOptions;
+  help: number;
+  version: boolean;
+  wantIn: boolean;
+  wantOut: boolean;
+  numPrinSa: number;
+  numProutSa: number;
+  device: string | null;
+  readText: (path: string | null) => string;
 }
 
-const SPECS: OptSpec[] = [
-  { short: "A", long: ["preempt-abort"], arg: false, key: "A" },
-  { short: "c", long: ["report-capabilities"], arg: false, key: "c" },
-  { short: "C", long: ["clear"], arg: false, key: "C" },
-  { short: "d", long: ["device"], arg: true, key: "d" },
-  { short: "G", long: ["register"], arg: false, key: "G" },
-  { short: "h", long: ["help"], arg: false, key: "h" },
-  { short: "H", long: ["hex"], arg: false, key: "H" },
-  { short: "i", long: ["in"], arg: false, key: "i" },
-  { short: "I", long: ["register-ignore"], arg: false, key: "I" },
-  { short: "k", long: ["read-keys"], arg: false, key: "k" },
-  { short: "K", long: ["param-rk"], arg: true, key: "K" },
-  { short: "l", long: ["alloc-length"], arg: true, key: "l" },
-  { short: "L", long: ["release"], arg: false, key: "L" },
-  { short: "m", long: ["maxlen"], arg: true, key: "m" },
-  { short: "M", long: ["register-move"], arg: false, key: "M" },
-  { short: "n", long: ["no-inquiry"], arg: false, key: "n" },
-  { short: "o", long: ["out"], arg: false, key: "o" },
-  { short: "P", long: ["preempt"], arg: false, key: "P" },
-  { short: "Q", long: ["relative-target-port"], arg: true, key: "Q" },
-  { short: "r", long: ["read-reservation"], arg: false, key: "r" },
-  { short: "R", long: ["reserve"], arg: false, key: "R" },
-  { short: "s", long: ["read-full-status", "read-status"], arg: false, key: "s" },
-  { short: "S", long: ["param-sark"], arg: true, key: "S" },
-  { short: "T", long: ["prout-type"], arg: true, key: "T" },
-  { short: "U", long: ["unreg", "param-unreg"], arg: false, key: "U" },
-  { short: "v", long: ["verbose"], arg: false, key: "v" },
-  { short: "V", long: ["version"], arg: false, key: "V" },
-  { short: "X", long: ["transport-id"], arg: true, key: "X" },
-  { short: "y", long: ["readonly"], arg: false, key: "y" },
-  { short: "Y", long: ["param-alltgpt"], arg: false, key: "Y" },
-  { short: "z", long: ["replace-lost"], arg: false, key: "z" },
-  { short: "Z", long: ["param-aptpl"], arg: false, key: "Z" },
+type ClientSpec = OptionSpec<ClientState>;
+
+function flag(short: string, long: string[], set: (s: ClientState) => void): ClientSpec {
+  return {
+    short,
+    long,
+    value: false,
+    handle: (s) => {
+      set(s);
+    },
+  };
+}
+
+/** A PR IN service action option (sg_persist counts them: one at most). */
+function prinAction(short: string, long: string[], sa: number): ClientSpec {
+  return flag(short, long, (s) => {
+    s.o.prinSa = sa;
+    s.numPrinSa++;
+  });
+}
+
+/** A PR OUT service action option (exactly one with --out). */
+function proutAction(short: string, long: string[], sa: number): ClientSpec {
+  return flag(short, long, (s) => {
+    s.o.prOutSa = sa;
+    s.numProutSa++;
+  });
+}
+
+/** An option whose value sscanf reads as hex; `check` refuses a value, naming why. */
+function hexOption(
+  short: string,
+  long: string,
+  bits: 32 | 64,
+  set: (s: ClientState, n: bigint) => string | void,
+): ClientSpec {
+  return {
+    short,
+    long: [long],
+    value: true,
+    handle: (s, v) => {
+      const n = scanHex(v, bits);
+      if (n === null) return { error: `bad argument to '--${long}'` };
+      const problem = set(s, n);
+      return problem === undefined ? undefined : { error: problem };
+    },
+  };
+}
+
+/** --alloc-length (hex) and --maxlen (sg_get_num): at most the helper's limit. */
+function lengthOption(short: string, long: string, read: (v: string) => number | bigint | null) {
+  return {
+    short,
+    long: [long],
+    value: true,
+    handle: (s: ClientState, v: string) => {
+      const n = read(v);
+      if (n === null) return { error: `bad argument to '--${long}'` };
+      if (Number(n) > DEFAULT_ALLOC_LEN) {
+        return { error: `'--${long}' argument exceeds maximum value (${DEFAULT_ALLOC_LEN})` };
+      }
+      s.o.allocationLength = Number(n);
+    },
+  };
+}
+
+function transportIdOption(s: ClientState, v: string): HandlerResult {
+  try {
+    s.o.transportIds = v.startsWith("-") || /^file=/i.test(v)
+      ? transportIdsFromText(s.readText(v.startsWith("-") ? null : v.slice(5)))
+      : [parseTransportId(v)];
+  } catch (e) {
+    return {
+      error: `build_transportid: ${e instanceof Error ? e.message : String(e)}\n` +
+        "bad argument to '--transport-id'",
+    };
+  }
+}
+
+/** sg_persist's options (its short letters and long names) and prhelperd's own. */
+const CLIENT_OPTIONS: readonly ClientSpec[] = [
+  proutAction("A", ["preempt-abort"], PrOutAction.PREEMPT_AND_ABORT),
+  prinAction("c", ["report-capabilities"], PrInAction.REPORT_CAPABILITIES),
+  proutAction("C", ["clear"], PrOutAction.CLEAR),
+  { short: "d", long: ["device"], value: true, handle: (s, v) => void (s.device = v) },
+  proutAction("G", ["register"], PrOutAction.REGISTER),
+  flag("h", ["help"], (s) => s.help++),
+  flag("H", ["hex"], (s) => s.o.hex++),
+  flag("i", ["in"], (s) => s.wantIn = true),
+  proutAction("I", ["register-ignore"], PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY),
+  prinAction("k", ["read-keys"], PrInAction.READ_KEYS),
+  hexOption("K", "param-rk", 64, (s, n) => void (s.o.paramRk = n)),
+  lengthOption("l", "alloc-length", (v) => scanHex(v, 32)),
+  proutAction("L", ["release"], PrOutAction.RELEASE),
+  lengthOption("m", "maxlen", scanNum),
+  proutAction("M", ["register-move"], PrOutAction.REGISTER_AND_MOVE),
+  flag("n", ["no-inquiry"], () => {}), // INQUIRY is never sent through the helper
+  flag("o", ["out"], (s) => s.wantOut = true),
+  proutAction("P", ["preempt"], PrOutAction.PREEMPT),
+  hexOption("Q", "relative-target-port", 32, (s, n) => {
+    if (n > 0xffffn) return "argument to '--relative-target-port' 0 to ffff inclusive";
+    s.o.relativeTargetPort = Number(n);
+  }),
+  prinAction("r", ["read-reservation"], PrInAction.READ_RESERVATION),
+  proutAction("R", ["reserve"], PrOutAction.RESERVE),
+  prinAction("s", ["read-full-status", "read-status"], PrInAction.READ_FULL_STATUS),
+  hexOption("S", "param-sark", 64, (s, n) => void (s.o.paramSark = n)),
+  hexOption("T", "prout-type", 32, (s, n) => void (s.o.prOutType = Number(n))),
+  flag("U", ["unreg", "param-unreg"], (s) => s.o.unreg = true),
+  flag("v", ["verbose"], (s) => s.o.verbose++),
+  flag("V", ["version"], (s) => s.version = true),
+  { short: "X", long: ["transport-id"], value: true, handle: transportIdOption },
+  flag("y", ["readonly"], (s) => s.o.readonly = true),
+  flag("Y", ["param-alltgpt"], (s) => s.o.allTgPt = true),
+  proutAction("z", ["replace-lost"], PrOutAction.REPLACE_LOST_RESERVATION),
+  flag("Z", ["param-aptpl"], (s) => s.o.aptpl = true),
   // prhelperd's own
-  { long: ["socket"], arg: true, key: "socket" },
-  { long: ["json"], arg: false, key: "json" },
-  { long: ["timeout"], arg: true, key: "timeout" },
+  {
+    long: ["socket"],
+    value: true,
+    handle: (s, v) => {
+      if (v === "") return { error: "bad argument to '--socket': empty path" };
+      s.o.socket = v;
+    },
+  },
+  { long: ["json"], value: false, handle: (s) => void (s.o.json = true) },
+  {
+    long: ["timeout"],
+    value: true,
+    handle: (s, v) => {
+      const n = Number(v);
+      if (v.trim() === "" || !Number.isFinite(n) || n <= 0 || n > 86400) {
+        return { error: `--timeout "${v}" must be a number of seconds, above 0, at most 86400` };
+      }
+      s.o.timeoutMs = Math.round(n * 1000);
+    },
+  },
 ];
 
-/** One option as found on the command line. */
-export interface ParsedOpt {
-  key: string;
-  value?: string;
-  /** As written, for messages. */
-  name: string;
+/** getopt_long's own wording of a malformed command line. */
+function getoptMessage(e: GetoptError): string {
+  switch (e.kind) {
+    case "unknown":
+      return `unrecognized option '${e.arg}'`;
+    case "ambiguous":
+      return `option '${e.arg}' is ambiguous`;
+    case "no-value-allowed":
+      return `option '${e.name}' doesn't allow an argument`;
+    case "needs-value":
+      return `option '${e.arg}' requires an argument`;
+    case "unknown-short":
+      return `invalid option -- '${e.letter}'`;
+    case "short-needs-value":
+      return `option requires an argument -- '${e.letter}'`;
+  }
 }
 
-/** getopt_long-like scan (GNU: options and operands may mix; `--` ends options). */
-export function scanOptions(
-  args: readonly string[],
-): { opts: ParsedOpt[]; operands: string[] } | { error: string } {
-  const opts: ParsedOpt[] = [];
-  const operands: string[] = [];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    if (a === "--") {
-      operands.push(...args.slice(i + 1));
-      break;
-    }
-    if (a.startsWith("--")) {
-      const eq = a.indexOf("=");
-      const name = (eq < 0 ? a.slice(2) : a.slice(2, eq)).replaceAll("_", "-");
-      const exact = SPECS.filter((s) => s.long.includes(name));
-      const prefix = exact.length > 0
-        ? exact
-        : SPECS.filter((s) => s.long.some((l) => l.startsWith(name)));
-      if (name === "" || prefix.length === 0) return { error: `unrecognized option '${a}'` };
-      if (new Set(prefix.map((s) => s.key)).size > 1) {
-        return { error: `option '${a}' is ambiguous` };
-      }
-      const spec = prefix[0];
-      if (!spec.arg) {
-        if (eq >= 0) return { error: `option '${a.slice(0, eq)}' doesn't allow an argument` };
-        opts.push({ key: spec.key, name: a });
-        continue;
-      }
-      let value: string;
-      if (eq >= 0) value = a.slice(eq + 1);
-      else if (i + 1 < args.length) value = args[++i];
-      else return { error: `option '${a}' requires an argument` };
-      opts.push({ key: spec.key, value, name: a });
-      continue;
-    }
-    if (a.startsWith("-") && a.length > 1) {
-      for (let j = 1; j < a.length; j++) {
-        const spec = SPECS.find((s) => s.short === a[j]);
-        if (spec === undefined) return { error: `invalid option -- '${a[j]}'` };
-        if (!spec.arg) {
-          opts.push({ key: spec.key, name: `-${a[j]}` });
-          continue;
-        }
-        let value: string;
-        if (j + 1 < a.length) value = a.slice(j + 1);
-        else if (i + 1 < args.length) value = args[++i];
-        else return { error: `option requires an argument -- '${a[j]}'` };
-        opts.push({ key: spec.key, value, name: `-${a[j]}` });
-        break;
-      }
-      continue;
-    }
-    operands.push(a);
-  }
-  return { opts, operands };
-}
+/** getopt_long's forms, as sg_persist accepts them. */
+const CLIENT_RULES: GetoptRules = {
+  bundling: true,
+  abbreviations: true,
+  underscores: true,
+  syntaxFirst: true,
+};
 
 /** sscanf("%x") / SCNx64: leading blanks, optional sign and 0x, hex digits, rest ignored. */
 export function scanHex(text: string, bits: 32 | 64): bigint | null {
@@ -376,24 +449,10 @@ PR Out TYPE field value meanings:
   8:    exclusive access, all registrants
 `;
 
-/**
- * Parse `prhelperd client` arguments (after the word `client`), with
- * sg_persist's rules and messages; pure except for `readText`.
- */
-export function parseClientArgs(args: readonly string[], options: ParseClientOptions): ClientParse {
-  const usage = USAGE.replace("%SOCKET%", options.defaultSocket);
-  const fail = (code: number, msg: string, withUsage = false): ClientParse => ({
-    kind: "exit",
-    code,
-    stdout: "",
-    stderr: `${msg}\n${withUsage ? usage : ""}`,
-  });
-  const scanned = scanOptions(args);
-  if ("error" in scanned) {
-    return fail(SgExit.SYNTAX_ERROR, `prhelperd client: ${scanned.error}`, true);
-  }
-  const o: ClientOptions = {
-    socket: options.defaultSocket,
+/** sg_persist's defaults: PR IN READ KEYS (once chosen), 8192 bytes, read-write. */
+function defaultClientOptions(socket: string): ClientOptions {
+  return {
+    socket,
     device: "",
     prIn: true,
     prinSa: -1,
@@ -413,181 +472,43 @@ export function parseClientArgs(args: readonly string[], options: ParseClientOpt
     verbose: 0,
     timeoutMs: undefined,
   };
-  let help = 0, version = false, wantIn = false, wantOut = false;
-  let numPrinSa = 0, numProutSa = 0;
-  let device: string | null = null;
-  let stderr = "";
-  const prinSa = (sa: number) => {
-    o.prinSa = sa;
-    numPrinSa++;
+}
+
+/**
+ * Parse `prhelperd client` arguments (after the word `client`), with
+ * sg_persist's rules and messages; pure except for `readText`.
+ */
+export function parseClientArgs(args: readonly string[], options: ParseClientOptions): ClientParse {
+  const usage = USAGE.replace("%SOCKET%", options.defaultSocket);
+  const fail = (code: number, msg: string, withUsage = false): ClientParse => ({
+    kind: "exit",
+    code,
+    stdout: "",
+    stderr: `${msg}\n${withUsage ? usage : ""}`,
+  });
+  const state: ClientState = {
+    o: defaultClientOptions(options.defaultSocket),
+    help: 0,
+    version: false,
+    wantIn: false,
+    wantOut: false,
+    numPrinSa: 0,
+    numProutSa: 0,
+    device: null,
+    readText: options.readText ?? ((p: string | null) => {
+      if (p === null) throw new Error("reading TransportIDs from stdin is not supported");
+      return Deno.readTextFileSync(p);
+    }),
   };
-  const proutSa = (sa: number) => {
-    o.prOutSa = sa;
-    numProutSa++;
-  };
-  for (const opt of scanned.opts) {
-    const v = opt.value ?? "";
-    switch (opt.key) {
-      case "A":
-        proutSa(PrOutAction.PREEMPT_AND_ABORT);
-        break;
-      case "c":
-        prinSa(PrInAction.REPORT_CAPABILITIES);
-        break;
-      case "C":
-        proutSa(PrOutAction.CLEAR);
-        break;
-      case "d":
-        device = v;
-        break;
-      case "G":
-        proutSa(PrOutAction.REGISTER);
-        break;
-      case "h":
-        help++;
-        break;
-      case "H":
-        o.hex++;
-        break;
-      case "i":
-        wantIn = true;
-        break;
-      case "I":
-        proutSa(PrOutAction.REGISTER_AND_IGNORE_EXISTING_KEY);
-        break;
-      case "k":
-        prinSa(PrInAction.READ_KEYS);
-        break;
-      case "K": {
-        const n = scanHex(v, 64);
-        if (n === null) return fail(SgExit.SYNTAX_ERROR, "bad argument to '--param-rk'");
-        o.paramRk = n;
-        break;
-      }
-      case "S": {
-        const n = scanHex(v, 64);
-        if (n === null) return fail(SgExit.SYNTAX_ERROR, "bad argument to '--param-sark'");
-        o.paramSark = n;
-        break;
-      }
-      case "l":
-      case "m": {
-        const name = opt.key === "m" ? "maxlen" : "alloc-length";
-        const n = opt.key === "m" ? scanNum(v) : scanHex(v, 32);
-        if (n === null) return fail(SgExit.SYNTAX_ERROR, `bad argument to '--${name}'`);
-        if (Number(n) > DEFAULT_ALLOC_LEN) {
-          return fail(
-            SgExit.SYNTAX_ERROR,
-            `'--${name}' argument exceeds maximum value (${DEFAULT_ALLOC_LEN})`,
-          );
-        }
-        o.allocationLength = Number(n);
-        break;
-      }
-      case "L":
-        proutSa(PrOutAction.RELEASE);
-        break;
-      case "M":
-        proutSa(PrOutAction.REGISTER_AND_MOVE);
-        break;
-      case "n":
-        break; // INQUIRY is never sent through the helper
-      case "o":
-        wantOut = true;
-        break;
-      case "P":
-        proutSa(PrOutAction.PREEMPT);
-        break;
-      case "Q": {
-        const n = scanHex(v, 32);
-        if (n === null) {
-          return fail(SgExit.SYNTAX_ERROR, "bad argument to '--relative-target-port'");
-        }
-        if (n > 0xffffn) {
-          return fail(
-            SgExit.SYNTAX_ERROR,
-            "argument to '--relative-target-port' 0 to ffff inclusive",
-          );
-        }
-        o.relativeTargetPort = Number(n);
-        break;
-      }
-      case "r":
-        prinSa(PrInAction.READ_RESERVATION);
-        break;
-      case "R":
-        proutSa(PrOutAction.RESERVE);
-        break;
-      case "s":
-        prinSa(PrInAction.READ_FULL_STATUS);
-        break;
-      case "T": {
-        const n = scanHex(v, 32);
-        if (n === null) return fail(SgExit.SYNTAX_ERROR, "bad argument to '--prout-type'");
-        o.prOutType = Number(n);
-        break;
-      }
-      case "U":
-        o.unreg = true;
-        break;
-      case "v":
-        o.verbose++;
-        break;
-      case "V":
-        version = true;
-        break;
-      case "X":
-        try {
-          if (v.startsWith("-") || /^file=/i.test(v)) {
-            const read = options.readText ?? ((p: string | null) => {
-              if (p === null) throw new Error("reading TransportIDs from stdin is not supported");
-              return Deno.readTextFileSync(p);
-            });
-            o.transportIds = transportIdsFromText(read(v.startsWith("-") ? null : v.slice(5)));
-          } else {
-            o.transportIds = [parseTransportId(v)];
-          }
-        } catch (e) {
-          return fail(
-            SgExit.SYNTAX_ERROR,
-            `build_transportid: ${e instanceof Error ? e.message : String(e)}\n` +
-              "bad argument to '--transport-id'",
-          );
-        }
-        break;
-      case "y":
-        o.readonly = true;
-        break;
-      case "Y":
-        o.allTgPt = true;
-        break;
-      case "z":
-        proutSa(PrOutAction.REPLACE_LOST_RESERVATION);
-        break;
-      case "Z":
-        o.aptpl = true;
-        break;
-      case "socket":
-        if (v === "") return fail(SgExit.SYNTAX_ERROR, "bad argument to '--socket': empty path");
-        o.socket = v;
-        break;
-      case "json":
-        o.json = true;
-        break;
-      case "timeout": {
-        const n = Number(v);
-        if (v.trim() === "" || !Number.isFinite(n) || n <= 0 || n > 86400) {
-          return fail(
-            SgExit.SYNTAX_ERROR,
-            `--timeout "${v}" must be a number of seconds, above 0, at most 86400`,
-          );
-        }
-        o.timeoutMs = Math.round(n * 1000);
-        break;
-      }
-    }
+  const parsed = getopt(args, CLIENT_OPTIONS, { state, rules: CLIENT_RULES });
+  if (parsed.kind === "syntax") {
+    return fail(SgExit.SYNTAX_ERROR, `prhelperd client: ${getoptMessage(parsed.error)}`, true);
   }
-  const operands = [...scanned.operands];
+  if (parsed.kind === "error") return fail(SgExit.SYNTAX_ERROR, parsed.message);
+  const { o, help, version, wantIn, wantOut, numPrinSa, numProutSa } = state;
+  let device = state.device;
+  let stderr = "";
+  const operands = [...parsed.operands];
   if (operands.length > 0 && device === null) device = operands.shift()!;
   if (operands.length > 0) {
     return fail(
@@ -683,9 +604,9 @@ export function buildCommand(o: ClientOptions): { cdb: Uint8Array; payload: Uint
     const v = new DataView(payload.buffer);
     v.setBigUint64(0, o.paramRk);
     v.setBigUint64(8, o.paramSark);
-    payload[20] = (o.allTgPt ? 0x04 : 0) | (o.aptpl ? 0x01 : 0);
+    payload[20] = (o.allTgPt ? PrOutFlags.ALL_TG_PT : 0) | (o.aptpl ? PrOutFlags.APTPL : 0);
     if (tidLen > 0) {
-      payload[20] |= 0x08; // SPEC_I_PT
+      payload[20] |= PrOutFlags.SPEC_I_PT;
       v.setUint32(24, tidLen);
       let off = 28;
       for (const t of o.transportIds) {
@@ -749,7 +670,7 @@ export function renderReply(o: ClientOptions, reply: PrReply): ClientOutput {
       msg = `PR ${dir} (${saName}): bad field in cdb or parameter list ` +
         "(perhaps unsupported service action)";
     } else msg = `PR ${dir} (${saName}): ${exitStatusText(code)}`;
-    const detail = sense !== null && (reply.status & 0x7e) === 0x02
+    const detail = sense !== null && (reply.status & 0x7e) === ScsiStatus.CHECK_CONDITION
       ? `  status: ${scsiStatusName(reply.status)}, sense ${formatSense(sense)}\n`
       : "";
     return {

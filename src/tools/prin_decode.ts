@@ -633,37 +633,7 @@ export function formatPrIn(
   const hex = options.hex ?? 0;
   const b = new Buffer(data, allocLen);
   let out = "";
-  if (serviceAction === PrInAction.REPORT_CAPABILITIES) {
-    if (b.u8(1) !== 8) {
-      return {
-        stdout: hex ? hexDump(b.slice(0, b.u8(1)), 1) : "",
-        stderr: "Unexpected response for PRIN Report Capabilities\n",
-        exitStatus: SgExit.MALFORMED,
-      };
-    }
-    if (hex) return { stdout: hexDump(b.slice(0, 8), 1), stderr: "", exitStatus: 0 };
-    const bit = (v: number, m: number) => ((v & m) !== 0 ? 1 : 0);
-    const f2 = b.u8(2), f3 = b.u8(3), t4 = b.u8(4), t5 = b.u8(5);
-    out += "Report capabilities response:\n";
-    out += `  Replace Lost Reservation Capable(RLR_C): ${bit(f2, 0x80)}\n`;
-    out += `  Compatible Reservation Handling(CRH): ${bit(f2, 0x10)}\n`;
-    out += `  Specify Initiator Ports Capable(SIP_C): ${bit(f2, 0x08)}\n`;
-    out += `  All Target Ports Capable(ATP_C): ${bit(f2, 0x04)}\n`;
-    out += `  Persist Through Power Loss Capable(PTPL_C): ${bit(f2, 0x01)}\n`;
-    out += `  Type Mask Valid(TMV): ${bit(f3, 0x80)}\n`;
-    out += `  Allow Commands: ${(f3 >> 4) & 0x7}\n`;
-    out += `  Persist Through Power Loss Active(PTPL_A): ${bit(f3, 0x01)}\n`;
-    if (f3 & 0x80) {
-      out += "    Support indicated in Type mask:\n";
-      out += `      ${PR_TYPE_NAMES[7]}: ${bit(t4, 0x80)}\n`;
-      out += `      ${PR_TYPE_NAMES[6]}: ${bit(t4, 0x40)}\n`;
-      out += `      ${PR_TYPE_NAMES[5]}: ${bit(t4, 0x20)}\n`;
-      out += `      ${PR_TYPE_NAMES[3]}: ${bit(t4, 0x08)}\n`;
-      out += `      ${PR_TYPE_NAMES[1]}: ${bit(t4, 0x02)}\n`;
-      out += `      ${PR_TYPE_NAMES[8]}: ${bit(t5, 0x01)}\n`;
-    }
-    return { stdout: out, stderr: "", exitStatus: 0 };
-  }
+  if (serviceAction === PrInAction.REPORT_CAPABILITIES) return formatCapabilities(b, hex);
 
   const gen = b.be32(0);
   const addLen = b.s32(4);
@@ -712,38 +682,78 @@ export function formatPrIn(
       }
       break;
     }
-    case PrInAction.READ_FULL_STATUS: {
-      out += `  PR generation=0x${gen.toString(16)}\n`;
-      if (addLen === 0) out += "  No full status descriptors\n";
-      for (const d of fullStatusDescriptors(b, addLen)) {
-        const addDescLen = b.s32(d + 20);
-        out += `    Key=${key(b.be64(d))}\n`;
-        if (b.u8(d + 12) & 0x2) {
-          out += "      All target ports bit set\n";
-        } else {
-          out += "      All target ports bit clear\n";
-          out += `      Relative port address: 0x${b.be16(d + 18).toString(16)}\n`;
-        }
-        if (b.u8(d + 12) & 0x1) {
-          out += "      << Reservation holder >>\n";
-          const scope = b.u8(d + 13) >> 4;
-          out += scope === 0 ? "      scope: LU_SCOPE, " : `      scope: ${scope} `;
-          out += ` type: ${PR_TYPE_NAMES[b.u8(d + 13) & 0xf]}\n`;
-        } else {
-          out += "      not reservation holder\n";
-        }
-        if (addDescLen > 0) {
-          // sg_lib reads an iSCSI name for its own length, even past the descriptor
-          out += transportIdText("      ", b.slice(d + 24, b.limit), addDescLen);
-        }
-      }
+    case PrInAction.READ_FULL_STATUS:
+      out += formatFullStatus(b, gen, addLen);
       break;
-    }
     default:
       // sg_persist cannot send other PR IN service actions; show the bytes.
       out += hexDump(b.slice(0, Math.max(8, data.length)), 1);
   }
   return { stdout: out, stderr: "", exitStatus: 0 };
+}
+
+/** sg_persist's REPORT CAPABILITIES output (its hex dump with `hex`). */
+function formatCapabilities(b: Buffer, hex: number): SgPersistText {
+  let out = "";
+  if (b.u8(1) !== 8) {
+    return {
+      stdout: hex ? hexDump(b.slice(0, b.u8(1)), 1) : "",
+      stderr: "Unexpected response for PRIN Report Capabilities\n",
+      exitStatus: SgExit.MALFORMED,
+    };
+  }
+  if (hex) return { stdout: hexDump(b.slice(0, 8), 1), stderr: "", exitStatus: 0 };
+  const bit = (v: number, m: number) => ((v & m) !== 0 ? 1 : 0);
+  const f2 = b.u8(2), f3 = b.u8(3), t4 = b.u8(4), t5 = b.u8(5);
+  out += "Report capabilities response:\n";
+  out += `  Replace Lost Reservation Capable(RLR_C): ${bit(f2, 0x80)}\n`;
+  out += `  Compatible Reservation Handling(CRH): ${bit(f2, 0x10)}\n`;
+  out += `  Specify Initiator Ports Capable(SIP_C): ${bit(f2, 0x08)}\n`;
+  out += `  All Target Ports Capable(ATP_C): ${bit(f2, 0x04)}\n`;
+  out += `  Persist Through Power Loss Capable(PTPL_C): ${bit(f2, 0x01)}\n`;
+  out += `  Type Mask Valid(TMV): ${bit(f3, 0x80)}\n`;
+  out += `  Allow Commands: ${(f3 >> 4) & 0x7}\n`;
+  out += `  Persist Through Power Loss Active(PTPL_A): ${bit(f3, 0x01)}\n`;
+  if (f3 & 0x80) {
+    out += "    Support indicated in Type mask:\n";
+    out += `      ${PR_TYPE_NAMES[7]}: ${bit(t4, 0x80)}\n`;
+    out += `      ${PR_TYPE_NAMES[6]}: ${bit(t4, 0x40)}\n`;
+    out += `      ${PR_TYPE_NAMES[5]}: ${bit(t4, 0x20)}\n`;
+    out += `      ${PR_TYPE_NAMES[3]}: ${bit(t4, 0x08)}\n`;
+    out += `      ${PR_TYPE_NAMES[1]}: ${bit(t4, 0x02)}\n`;
+    out += `      ${PR_TYPE_NAMES[8]}: ${bit(t5, 0x01)}\n`;
+  }
+  return { stdout: out, stderr: "", exitStatus: 0 };
+}
+
+/** sg_persist's READ FULL STATUS output. */
+function formatFullStatus(b: Buffer, gen: number, addLen: number): string {
+  let out = "";
+  out += `  PR generation=0x${gen.toString(16)}\n`;
+  if (addLen === 0) out += "  No full status descriptors\n";
+  for (const d of fullStatusDescriptors(b, addLen)) {
+    const addDescLen = b.s32(d + 20);
+    out += `    Key=${key(b.be64(d))}\n`;
+    if (b.u8(d + 12) & 0x2) {
+      out += "      All target ports bit set\n";
+    } else {
+      out += "      All target ports bit clear\n";
+      out += `      Relative port address: 0x${b.be16(d + 18).toString(16)}\n`;
+    }
+    if (b.u8(d + 12) & 0x1) {
+      out += "      << Reservation holder >>\n";
+      const scope = b.u8(d + 13) >> 4;
+      out += scope === 0 ? "      scope: LU_SCOPE, " : `      scope: ${scope} `;
+      out += ` type: ${PR_TYPE_NAMES[b.u8(d + 13) & 0xf]}\n`;
+    } else {
+      out += "      not reservation holder\n";
+    }
+    if (addDescLen > 0) {
+      // sg_lib reads an iSCSI name for its own length, even past the descriptor
+      out += transportIdText("      ", b.slice(d + 24, b.limit), addDescLen);
+    }
+  }
+  return out;
 }
 
 /**

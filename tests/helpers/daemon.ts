@@ -7,7 +7,8 @@
  * @module
  */
 
-import { closeFd, connectUnix, unixSocket } from "../../ffi/libc.ts";
+import { closeFd } from "../../ffi/files.ts";
+import { connectUnix, unixSocket } from "../../ffi/sockets.ts";
 import { RawConnection } from "../../src/client.ts";
 import { v8FlagsArgument } from "../../tools/runtime_flags.ts";
 

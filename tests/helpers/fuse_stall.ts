@@ -10,7 +10,7 @@
  * @module
  */
 
-import { closeFd, O_RDONLY, openPath } from "../../ffi/libc.ts";
+import { closeFd, O_RDONLY, openPath } from "../../ffi/files.ts";
 import { exists, REPO, Subprocess, TempDir, waitFor } from "./daemon.ts";
 
 /** Why FUSE tests cannot run here, or null if they can. */

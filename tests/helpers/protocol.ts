@@ -9,18 +9,16 @@
 
 import {
   closeFd,
-  libc,
   makePipe,
   O_DIRECTORY,
   O_RDONLY,
   O_RDWR,
   O_WRONLY,
   openPath,
-  POLLIN,
-  PollSet,
-  recvWithFds,
-  unixSocketPair,
-} from "../../ffi/libc.ts";
+} from "../../ffi/files.ts";
+import { libc } from "../../ffi/libc.ts";
+import { POLLIN, PollSet } from "../../ffi/poll.ts";
+import { recvWithFds, unixSocketPair } from "../../ffi/sockets.ts";
 import {
   CDB_LEN,
   encodeFeatures,

@@ -59,6 +59,8 @@ echo "test script context: $(id -Z)"
 
 # 1. install: the module is loaded, the files labelled
 deb=$(ls $DIR/prhelperd_*.deb | head -1)
+# the package's dependency acl (staged: the VM has no network)
+check 'dpkg -i $DIR/acl_*.deb >/dev/null' "dpkg -i acl (the package's dependency)"
 if DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb"; then
   ok "apt-get install $(basename "$deb")"
 else
