@@ -162,6 +162,8 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     try {
       security = createSecurity({
         selinux: options.selinux,
+        apparmor: options.apparmor,
+        apparmorUnconfined: options.apparmorUnconfined,
         allowUsers: options.allowUsers ?? undefined,
         allowGroups: options.allowGroups ?? undefined,
         refuseRoot: options.refuseRoot,
