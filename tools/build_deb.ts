@@ -151,10 +151,16 @@ Description: SCSI persistent reservation helper for QEMU
 
 // Maintainer scripts, modelled on what dh_installsysusers and
 // dh_installsystemd generate.
+// The AppArmor profile is loaded as dh_apparmor's postinst snippet loads one.
 const POSTINST = `#!/bin/sh
 set -e
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ]; then
 	systemd-sysusers \${DPKG_ROOT:+--root="$DPKG_ROOT"} prhelperd.conf
+	if [ -x /usr/sbin/apparmor_parser ] || [ -x /sbin/apparmor_parser ]; then
+		if aa-enabled --quiet 2>/dev/null; then
+			apparmor_parser -r -T -W /etc/apparmor.d/usr.bin.prhelperd || true
+		fi
+	fi
 	if deb-systemd-helper --quiet was-enabled prhelperd.socket; then
 		deb-systemd-helper enable prhelperd.socket >/dev/null || true
 	else
@@ -179,6 +185,9 @@ if [ -d /run/systemd/system ]; then
 fi
 if [ "$1" = "remove" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper mask prhelperd.socket >/dev/null || true
+fi
+if [ "$1" = "purge" ]; then
+	rm -f /etc/apparmor.d/disable/usr.bin.prhelperd /etc/apparmor.d/force-complain/usr.bin.prhelperd
 fi
 if [ "$1" = "purge" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper purge prhelperd.socket >/dev/null || true
@@ -303,6 +312,14 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
     await Deno.readFile(`${root}/packaging/prhelperd.8`),
     `${stage}/usr/share/man/man8/prhelperd.8.gz`,
   );
+  // AppArmor: the daemon's own profile, and the rule that lets libvirt's
+  // per-VM profiles reach the shared socket (docs/SECURITY.md)
+  const conffiles = [
+    "/etc/apparmor.d/usr.bin.prhelperd",
+    "/etc/apparmor.d/abstractions/libvirt-qemu.d/prhelperd",
+  ];
+  await copy(`${root}/packaging/apparmor/usr.bin.prhelperd`, `${stage}${conffiles[0]}`);
+  await copy(`${root}/packaging/apparmor/libvirt-qemu.d-prhelperd`, `${stage}${conffiles[1]}`);
   const doc = `${stage}/usr/share/doc/prhelperd`;
   await write(`${doc}/copyright`, COPYRIGHT);
   await gzipTo(new TextEncoder().encode(changelog()), `${doc}/changelog.Debian.gz`);
@@ -323,6 +340,7 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
   const installedKb = await duKb(`${stage}/usr`);
   const control = `${stage}/DEBIAN`;
   await write(`${control}/control`, controlFile(installedKb));
+  await write(`${control}/conffiles`, conffiles.join("\n") + "\n");
   await write(`${control}/postinst`, POSTINST, 0o755);
   await write(`${control}/prerm`, PRERM, 0o755);
   await write(`${control}/postrm`, POSTRM, 0o755);

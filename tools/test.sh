@@ -115,6 +115,13 @@ if [ $host_only = 0 ]; then
       grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-systemd.log" | tail -60
       if [ $rc = 0 ]; then echo "VM-TEST systemd-package: PASS"; else
         tail -40 "$log_dir/vm-systemd.log"; echo "VM-TEST systemd-package: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
+      # the package on Debian's default AppArmor: its own profile in enforce mode,
+      # libvirt's virt-aa-helper profiles, a cross-VM request refused (issue 17, ~2.5 min)
+      echo "--- VM boot: systemd + AppArmor (tests/vm/systemd/run.sh -n -g apparmor)"
+      rc=0; tests/vm/systemd/run.sh -n -g apparmor >"$log_dir/vm-systemd-apparmor.log" 2>&1 || rc=$?
+      grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-systemd-apparmor.log" | tail -40
+      if [ $rc = 0 ]; then echo "VM-TEST systemd-apparmor: PASS"; else
+        tail -40 "$log_dir/vm-systemd-apparmor.log"; echo "VM-TEST systemd-apparmor: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
     else
       echo "--- VM boot: systemd package test skipped (PRHELPERD_VM_SYSTEMD=0)"
     fi
