@@ -53,6 +53,10 @@ export interface DaemonOptions {
   maxSgioWorkers: number;
   /** SELinux access check: auto (on where the kernel runs SELinux; refuses to start there if it cannot check), off, require. */
   selinux: "auto" | "off" | "require";
+  /** AppArmor access check: auto (on where the kernel runs AppArmor; refuses to start there if it cannot query it), off, require. */
+  apparmor: "auto" | "off" | "require";
+  /** With the AppArmor check on: what clients AppArmor does not confine get. */
+  apparmorUnconfined: "allow" | "refuse";
   /** Peer policy: users (names or uids) allowed to connect; null for no restriction. */
   allowUsers: string[] | null;
   /** Peer policy: groups (names or gids) whose members (primary gid) may connect. */
@@ -186,6 +190,17 @@ export function buildProgram() {
         .choices(["auto", "off", "require"] as const).default("auto" as const),
     )
     .addOption(
+      new Option("--apparmor <mode>", "AppArmor access check per request: auto, off or require")
+        .choices(["auto", "off", "require"] as const).default("auto" as const),
+    )
+    .addOption(
+      new Option(
+        "--apparmor-unconfined <policy>",
+        "with the AppArmor check on, requests from clients AppArmor does not confine: " +
+          "allow or refuse",
+      ).choices(["allow", "refuse"] as const).default("allow" as const),
+    )
+    .addOption(
       new Option(
         "--allow-user <users>",
         "only these users (names or uids, comma-separated) may connect",
@@ -258,6 +273,8 @@ export function parseArgs(args: string[]): CliResult {
       maxConnectionsPerContext: o.maxConnectionsPerContext,
       maxSgioWorkers: o.maxSgioWorkers,
       selinux: o.selinux,
+      apparmor: o.apparmor,
+      apparmorUnconfined: o.apparmorUnconfined,
       allowUsers: o.allowUser ?? null,
       allowGroups: o.allowGroup ?? null,
       refuseRoot: o.refuseRoot ?? false,

@@ -95,6 +95,8 @@ function openSecurity(options: DaemonOptions): Security {
   try {
     return createSecurity({
       selinux: options.selinux,
+      apparmor: options.apparmor,
+      apparmorUnconfined: options.apparmorUnconfined,
       allowUsers: options.allowUsers ?? undefined,
       allowGroups: options.allowGroups ?? undefined,
       refuseRoot: options.refuseRoot,

@@ -1,8 +1,10 @@
 /**
  * The daemon's security hooks, ready to plug into the server and the request
- * handler: `admit` (peer policy at accept), `access` (the per-request SELinux
- * check, logging AVC-like lines) and `audit` (one record per PR OUT that
- * reached a device). docs/SECURITY.md describes the model.
+ * handler: `admit` (peer policy at accept; the client's AppArmor label is
+ * read there too), `access` (the per-request SELinux check, logging AVC-like
+ * lines, then the AppArmor check, logging AppArmor-like lines) and `audit`
+ * (one record per PR OUT that reached a device). docs/SECURITY.md describes
+ * the model.
  *
  * @module
  */
@@ -13,6 +15,13 @@ import { auditProperties, buildAuditRecord, quoteFieldValue } from "./audit.ts";
 import { logger } from "./log.ts";
 import { parseSense } from "./sense.ts";
 import { ScsiStatus } from "./wire.ts";
+import { type ApparmorChecker, createApparmorChecker } from "./apparmor_access.ts";
+import {
+  type ApparmorLabel,
+  type ApparmorMode,
+  formatApparmorAudit,
+  type UnconfinedPolicy,
+} from "./apparmor_policy.ts";
 import type { AccessCheck, AccessVerdict, AuditEvent, Peer } from "./request_handler.ts";
 import {
   type AccessChecker,
@@ -26,6 +35,10 @@ import {
 export interface SecurityOptions {
   /** SELinux check mode (default "auto"). */
   selinux?: "auto" | "off" | "require";
+  /** AppArmor check mode (default "auto"). */
+  apparmor?: ApparmorMode;
+  /** Clients AppArmor does not confine (default "allow"). */
+  apparmorUnconfined?: UnconfinedPolicy;
   /** Users (names or uids) allowed to connect; absent: no uid restriction. */
   allowUsers?: readonly string[];
   /** Groups (names or gids) whose members by primary gid may connect. */
@@ -34,10 +47,12 @@ export interface SecurityOptions {
   refuseRoot?: boolean;
   /** Use this checker instead of creating one (tests). */
   checker?: AccessChecker;
+  /** Use this AppArmor checker instead of creating one (tests). */
+  apparmorChecker?: ApparmorChecker;
   /** Use this peer policy instead of resolving names (tests). */
   peerPolicy?: PeerPolicy;
   /** Loggers (tests); default the daemon's "selinux" and "audit" categories. */
-  loggers?: { selinux?: Logger; audit?: Logger };
+  loggers?: { selinux?: Logger; audit?: Logger; apparmor?: Logger };
 }
 
 /** The hooks and their start-up description. */
@@ -73,6 +88,28 @@ export function createSecurity(options: SecurityOptions = {}): Security {
     allowRoot: !options.refuseRoot,
   });
   const checker = options.checker ?? createAccessChecker({ mode: options.selinux ?? "auto" });
+  let apparmor: ApparmorChecker;
+  try {
+    apparmor = options.apparmorChecker ?? createApparmorChecker({
+      mode: options.apparmor ?? "auto",
+      unconfined: options.apparmorUnconfined ?? "allow",
+    });
+  } catch (e) {
+    checker.close();
+    throw e;
+  }
+  const apparmorLog = options.loggers?.apparmor ?? logger("apparmor");
+  // the client's AppArmor label, read once at accept (the same Peer object
+  // comes back with every request of the connection)
+  const labels = new WeakMap<Peer, ApparmorLabel | { error: string }>();
+  const labelOf = (peer: Peer) => {
+    let label = labels.get(peer);
+    if (label === undefined) {
+      label = apparmor.peerLabel(peer);
+      labels.set(peer, label);
+    }
+    return label;
+  };
 
   const access: AccessCheck = {
     check({ peer, fd, facts }): AccessVerdict {
@@ -96,17 +133,38 @@ export function createSecurity(options: SecurityOptions = {}): Security {
           });
         }
       }
-      return d.verdict === "allow"
+      if (d.verdict !== "allow") {
+        return { allow: false, reason: `SELinux: ${d.reason}${d.detail ? ` (${d.detail})` : ""}` };
+      }
+      if (apparmor.state.kind === "off" || (facts.kind !== "block" && facts.kind !== "char")) {
+        return { allow: true };
+      }
+      const a = apparmor.check({
+        label: labelOf(peer),
+        kind: facts.kind,
+        major: facts.major,
+        minor: facts.minor,
+      });
+      if (a.wouldDeny) {
+        const line = formatApparmorAudit(a, peer);
+        apparmorLog.warning(line.replaceAll("{", "{{").replaceAll("}", "}}"), {
+          conn: peer.connection,
+        });
+      }
+      return a.verdict === "allow"
         ? { allow: true }
-        : { allow: false, reason: `SELinux: ${d.reason}${d.detail ? ` (${d.detail})` : ""}` };
+        : { allow: false, reason: `AppArmor: ${a.reason}${a.detail ? ` (${a.detail})` : ""}` };
     },
   };
 
   return {
-    startupLines: [checker.describe(), describePeerPolicy(policy)],
+    startupLines: [checker.describe(), apparmor.describe(), describePeerPolicy(policy)],
     admit(peer: Peer): string | null {
       const d = decidePeer(policy, peer);
-      if (d.verdict === "allow") return null;
+      if (d.verdict === "allow") {
+        if (apparmor.state.kind === "on") labelOf(peer);
+        return null;
+      }
       // the server logs the refusal with pid, uid, gid and context
       return `peer policy: uid ${peer.uid} gid ${peer.gid} is not allowed`;
     },

@@ -68,10 +68,12 @@ Deno.test("admit: the peer policy refuses an unlisted uid, with a reason", async
   try {
     const s = createSecurity({
       checker: createAccessChecker({ mode: "off" }),
+      apparmor: "off",
       peerPolicy: { uids: new Set([64055]), gids: null, allowRoot: true },
     });
     assert.deepEqual(s.startupLines, [
       "SELinux access check: off: disabled by option",
+      "AppArmor access check: off: disabled by option",
       "peer policy: uids 64055; gids -; root allowed",
     ]);
     assert.equal(s.admit(peer), null);

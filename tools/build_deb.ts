@@ -201,6 +201,7 @@ Description: SCSI persistent reservation helper for QEMU
 // The SELinux module is loaded (and the files relabelled) only where SELinux
 // is enabled, before the socket starts, so that systemd labels the socket and
 // enters prhelperd_t; elsewhere the .pp just stays on disk.
+// The AppArmor profile is loaded as dh_apparmor's postinst snippet loads one.
 const POSTINST = `#!/bin/sh
 set -e
 if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-deconfigure" ] || [ "$1" = "abort-remove" ]; then
@@ -212,6 +213,11 @@ if [ "$1" = "configure" ] || [ "$1" = "abort-upgrade" ] || [ "$1" = "abort-decon
 	# the multipath path devices that exist now get the prhelperd ACL (udev rule)
 	if [ -z "$DPKG_ROOT" ] && [ -d /run/udev ] && command -v udevadm >/dev/null; then
 		udevadm trigger --action=change --subsystem-match=block --property-match=DM_MULTIPATH_DEVICE_PATH=1 || true
+	fi
+	if [ -x /usr/sbin/apparmor_parser ] || [ -x /sbin/apparmor_parser ]; then
+		if aa-enabled --quiet 2>/dev/null; then
+			apparmor_parser -r -T -W /etc/apparmor.d/usr.bin.prhelperd || true
+		fi
 	fi
 	if deb-systemd-helper --quiet was-enabled prhelperd.socket; then
 		deb-systemd-helper enable prhelperd.socket >/dev/null || true
@@ -243,6 +249,9 @@ if [ "$1" = "remove" ] && command -v setfacl >/dev/null && getent passwd prhelpe
 	for dev in /dev/sd*; do
 		[ -b "$dev" ] && setfacl -x u:prhelperd "$dev" 2>/dev/null || true
 	done
+fi
+if [ "$1" = "purge" ]; then
+	rm -f /etc/apparmor.d/disable/usr.bin.prhelperd /etc/apparmor.d/force-complain/usr.bin.prhelperd
 fi
 if [ "$1" = "purge" ] && [ -x "/usr/bin/deb-systemd-helper" ]; then
 	deb-systemd-helper purge prhelperd.socket >/dev/null || true
@@ -375,6 +384,14 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
     await Deno.readFile(`${root}/packaging/prhelperd.8`),
     `${stage}/usr/share/man/man8/prhelperd.8.gz`,
   );
+  // AppArmor: the daemon's own profile, and the rule that lets libvirt's
+  // per-VM profiles reach the shared socket (docs/SECURITY.md)
+  const conffiles = [
+    "/etc/apparmor.d/usr.bin.prhelperd",
+    "/etc/apparmor.d/abstractions/libvirt-qemu.d/prhelperd",
+  ];
+  await copy(`${root}/packaging/apparmor/usr.bin.prhelperd`, `${stage}${conffiles[0]}`);
+  await copy(`${root}/packaging/apparmor/libvirt-qemu.d-prhelperd`, `${stage}${conffiles[1]}`);
   const doc = `${stage}/usr/share/doc/prhelperd`;
   await write(`${doc}/copyright`, COPYRIGHT);
   await gzipTo(new TextEncoder().encode(changelog()), `${doc}/changelog.Debian.gz`);
@@ -395,6 +412,7 @@ export async function buildDeb(options: { lintian: boolean }): Promise<string> {
   const installedKb = await duKb(`${stage}/usr`);
   const control = `${stage}/DEBIAN`;
   await write(`${control}/control`, controlFile(installedKb));
+  await write(`${control}/conffiles`, conffiles.join("\n") + "\n");
   await write(`${control}/postinst`, POSTINST, 0o755);
   await write(`${control}/prerm`, PRERM, 0o755);
   await write(`${control}/postrm`, POSTRM, 0o755);

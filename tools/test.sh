@@ -95,6 +95,7 @@ if [ $host_only = 0 ]; then
     }
     vm_run plain                                   # LIO, PR matrix, differential, tools, smoke
     vm_run selinux --selinux svirt selinux-ro selinux-xperm   # enforcing-mode sVirt checks; issue 14.1, 14.6
+    vm_run apparmor --apparmor apparmor            # per-VM AppArmor profiles, cross-VM refused; issue 17 (~1.5 min)
     vm_run nested --nested nested-qprh nested-prhelperd   # a real QEMU, ~4 min each
     # self-test: a corrupted reply byte must make the differential fail; that
     # boot's own VM-TEST line is FAIL by design, its verdict is VM-FAULT-SELFTEST
@@ -120,6 +121,7 @@ if [ $host_only = 0 ]; then
       systemd_run systemd-package test          # the .deb, socket activation, credentials, journal
       systemd_run systemd-multipath multipath   # issue 18.3: the packaged daemon on a multipathd map
       systemd_run systemd-selinux selinux       # issue 15.2/15.3: SELinux enforcing, the policy module (about 5 min)
+      systemd_run systemd-apparmor apparmor     # issue 17: Debian's default AppArmor, the package's profile, virt-aa-helper profiles (~2.5 min)
     else
       echo "--- VM boot: systemd package tests skipped (PRHELPERD_VM_SYSTEMD=0)"
     fi

@@ -120,6 +120,17 @@ else
     copy_bin "$R$b" "${b/#\/sbin/\/usr\/sbin}"
   done
   copy_bin /usr/bin/runcon; copy_bin /usr/bin/chcon
+  # AppArmor userland from the unpacked packages (apparmor_parser loads the
+  # test profiles, aa-exec runs clients under them); libapparmor is not on the host
+  for b in /sbin/apparmor_parser /usr/bin/aa-exec /usr/bin/aa-enabled /usr/sbin/aa-status; do
+    install -D -m755 "$R$b" "$S${b/#\/sbin/\/usr\/sbin}"
+  done
+  install -D -m755 "$R/usr/lib/x86_64-linux-gnu/libapparmor.so.1.8.4" \
+    "$S/usr/lib/x86_64-linux-gnu/libapparmor.so.1"
+  mkdir -p "$S/etc/apparmor.d"
+  cp -a "$R/etc/apparmor.d/abi" "$R/etc/apparmor.d/tunables" "$R/etc/apparmor.d/abstractions" "$S/etc/apparmor.d/"
+  install -D -m644 "$R/etc/apparmor/parser.conf" "$S/etc/apparmor/parser.conf"
+  install -D -m644 "$R/usr/share/apparmor-features/features" "$S/usr/share/apparmor-features/features"
   mkdir -p "$S/etc/selinux/default/policy" "$S/etc/selinux/default/contexts"
   cp "$R/etc/selinux/config" "$S/etc/selinux/config"
   cp "$R/etc/selinux/default/policy/policy.33" "$S/etc/selinux/default/policy/"

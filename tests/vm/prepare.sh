@@ -7,7 +7,7 @@
 # Does, skipping every step whose inputs did not change:
 #   1. host tools: apt-get install qemu-system-x86 qemu-utils sg3-utils
 #      busybox-static cpio gcc bc (only the missing ones; needs root)
-#   2. `apt-get download` the Debian kernel + SELinux packages into
+#   2. `apt-get download` the Debian kernel + SELinux + AppArmor packages into
 #      $WORK/debs and `dpkg -x` them into $WORK/root (nothing is installed);
 #      `busybox depmod` (the .deb has no modules.dep, the host has no kmod)
 #   3. builds the binary SELinux policy $WORK/root/etc/selinux/default/policy/
@@ -33,7 +33,7 @@ ensure_host_tools
 
 # ---------------------------------------------------------------- 2. packages
 PKGS_BASE="selinux-policy-default policycoreutils selinux-utils libsemanage2
-           libsemanage-common libsepol2 semodule-utils checkpolicy"
+           libsemanage-common libsepol2 semodule-utils checkpolicy apparmor libapparmor1"
 # resolve_pkgs: print "name=version" for the kernel image and PKGS_BASE
 resolve_pkgs() {
   local kpkg p v

@@ -6,6 +6,7 @@
 #                      [-b fileio|rd] [-a tcg|kvm] [-m MiB] [-c CPUS] [-T timeout_s]
 #     -t  guest tests to run (names of guest/tests/NN-NAME.sh; default all)
 #     -S  boot with SELinux: security=selinux selinux=1 enforcing=0
+#     -A  boot with AppArmor: security=apparmor apparmor=1
 #     -N  append nested.cpio.gz (qemu-system-x86_64 inside the VM)
 #     -x  interactive busybox shell on the serial console instead of tests
 #     -v  stream every guest test's output to the console (default: verdicts only)
@@ -21,12 +22,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 . "$HERE/common.sh"
 KVER=$(cat "$WORK/KVER")
 TESTS=all SEL= NESTED=0 ACCEL=tcg MEM=2048 CPUS=2 TMO=1200 BS=fileio SHELL_ONLY=0 RUNSH= VERBOSE=0
-while getopts t:SNa:m:c:T:b:xvr: o; do
+while getopts t:SANa:m:c:T:b:xvr: o; do
   case $o in
     t) TESTS=$OPTARG ;; S) SEL="security=selinux selinux=1 enforcing=0" ;;
+    A) SEL="security=apparmor apparmor=1" ;;
     N) NESTED=1 ;; a) ACCEL=$OPTARG ;; m) MEM=$OPTARG ;; c) CPUS=$OPTARG ;;
     T) TMO=$OPTARG ;; b) BS=$OPTARG ;; x) SHELL_ONLY=1 ;; r) RUNSH=$OPTARG ;; v) VERBOSE=1 ;;
-    *) sed -n '2,19p' "$0"; exit 2 ;;
+    *) sed -n '2,20p' "$0"; exit 2 ;;
   esac
 done
 DENO=$(find_deno) || { echo "run-vm: deno not found (run prepare.sh)" >&2; exit 2; }

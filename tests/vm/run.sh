@@ -2,10 +2,11 @@
 # tests/vm/run.sh - the VM test tier in one command: prepare (if needed),
 # build the initramfs (if needed), boot, run guest tests, report.
 #
-#   tests/vm/run.sh [--selinux] [--nested] [--verbose] [--fault] [--require] [TEST...]
+#   tests/vm/run.sh [--selinux|--apparmor] [--nested] [--verbose] [--fault] [--require] [TEST...]
 #     TEST        names of tests/vm/guest/tests/NN-NAME.sh (default: all;
 #                 tests whose prerequisites are missing report SKIP)
 #     --selinux   boot with SELinux (security=selinux, permissive; tests load the policy)
+#     --apparmor  boot with AppArmor (security=apparmor; tests load their profiles)
 #     --nested    add qemu-system-x86_64 to the guest (nested tier, ~4 min per nested test)
 #     --verbose   stream every guest test's output to the console
 #     --fault     self-test of the differential: corrupt one reply byte; the
@@ -25,11 +26,12 @@ SEL=() NESTED=() VERB=() FAULT=0 REQUIRE=0 TESTS=()
 for a in "$@"; do
   case $a in
     --selinux) SEL=(-S) ;;
+    --apparmor) SEL=(-A) ;;
     --nested) NESTED=(-N) ;;
     --verbose|-v) VERB=(-v) ;;
     --fault) FAULT=1 ;;
     --require) REQUIRE=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     -*) echo "run.sh: unknown option $a" >&2; exit 2 ;;
     *) TESTS+=("$a") ;;
   esac
