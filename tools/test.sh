@@ -117,7 +117,7 @@ if [ $host_only = 0 ]; then
       # libvirt end to end (issue 15.1): libvirtd spawns prhelperd per VM
       # (managed) and uses the packaged socket (shared); two TCG-in-TCG guests.
       echo "--- VM boot: systemd + libvirt (tests/vm/systemd/run.sh -n -g libvirt)"
-      rc=0; tests/vm/systemd/run.sh -n -g libvirt >"$log_dir/vm-systemd-libvirt.log" 2>&1 || rc=$?
+      rc=0; tests/vm/systemd/run.sh -n -g libvirt -T 1500 >"$log_dir/vm-systemd-libvirt.log" 2>&1 || rc=$?
       grep -aE 'VMTEST (ok|FAIL)|TIMING|systemd-vm:' "$log_dir/vm-systemd-libvirt.log" | tail -80
       if [ $rc = 0 ]; then echo "VM-TEST systemd-libvirt: PASS"; else
         tail -40 "$log_dir/vm-systemd-libvirt.log"; echo "VM-TEST systemd-libvirt: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
