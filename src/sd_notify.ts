@@ -50,7 +50,8 @@ export function notifyConfig(env: EnvReader, pid: number): NotifyConfig {
   let socket = raw !== undefined && (raw.startsWith("/") || raw.startsWith("@")) ? raw : null;
   let ignored: string | null = null;
   const execPid = env.get("SYSTEMD_EXEC_PID");
-  if (socket !== null && execPid !== undefined && execPid !== String(pid)) {
+  // (empty counts as unset: a harness or wrapper that must not pass its own on clears it so)
+  if (socket !== null && execPid !== undefined && execPid !== "" && execPid !== String(pid)) {
     ignored = `NOTIFY_SOCKET ignored: inherited from the service whose main process is ` +
       `SYSTEMD_EXEC_PID "${execPid}", not this process (pid ${pid})`;
     socket = null;

@@ -257,7 +257,8 @@ Deno.test("sd_notify: the daemon sends READY=1, STATUS=, WATCHDOG=1 and STOPPING
   };
   try {
     await using d = await startDaemon({
-      env: { NOTIFY_SOCKET: notifyPath, WATCHDOG_USEC: "400000" },
+      // SYSTEMD_EXEC_PID cleared: a test run inside a systemd unit must not pass its own on
+      env: { NOTIFY_SOCKET: notifyPath, WATCHDOG_USEC: "400000", SYSTEMD_EXEC_PID: "" },
     });
     await waitFor(() => drain().some((m) => m.startsWith("READY=1")), { what: "READY=1" });
     assertGreeting(d.socket);

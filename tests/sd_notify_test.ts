@@ -73,6 +73,7 @@ Deno.test("sd_notify: a NOTIFY_SOCKET of another main process (SYSTEMD_EXEC_PID)
   assert.equal(own.ignored, null);
   // an older systemd (before v248) or another manager sets no SYSTEMD_EXEC_PID
   assert.equal(notifyConfig(env({ NOTIFY_SOCKET: "@n" }), 812).socket, "@n");
+  assert.equal(notifyConfig(env({ NOTIFY_SOCKET: "@n", SYSTEMD_EXEC_PID: "" }), 812).socket, "@n");
 });
 
 Deno.test("sd_notify: Notifier is a no-op without NOTIFY_SOCKET", () => {

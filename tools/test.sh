@@ -109,11 +109,11 @@ if [ $host_only = 0 ]; then
     fi | tee -a "$log_dir/vm.log"
     # the installed .deb in a real systemd boot (debootstrap rootfs, cached in
     # $WORK; about 2.5 min under TCG once the rootfs exists). PRHELPERD_VM_SYSTEMD=0 skips it.
-    systemd_run() { # systemd_run LABEL GUEST: one boot of tests/vm/systemd/run.sh -n -g GUEST
-      local label=$1 guest=$2 rc=0
-      echo "--- VM boot: $label (tests/vm/systemd/run.sh -n -g $guest)"
-      tests/vm/systemd/run.sh -n -g "$guest" >"$log_dir/vm-$label.log" 2>&1 || rc=$?
-      grep -aE 'VMTEST (ok|FAIL)|systemd-vm:' "$log_dir/vm-$label.log" | tail -60
+    systemd_run() { # systemd_run LABEL GUEST [ARGS...]: one boot of tests/vm/systemd/run.sh -n -g GUEST ARGS
+      local label=$1 guest=$2 rc=0; shift 2
+      echo "--- VM boot: $label (tests/vm/systemd/run.sh -n -g $guest $*)"
+      tests/vm/systemd/run.sh -n -g "$guest" "$@" >"$log_dir/vm-$label.log" 2>&1 || rc=$?
+      grep -aE 'VMTEST (ok|FAIL)|TIMING|systemd-vm:' "$log_dir/vm-$label.log" | tail -80
       if [ $rc = 0 ]; then echo "VM-TEST $label: PASS"; else
         tail -40 "$log_dir/vm-$label.log"; echo "VM-TEST $label: FAIL (exit $rc)"; fi | tee -a "$log_dir/vm.log"
     }
@@ -122,6 +122,7 @@ if [ $host_only = 0 ]; then
       systemd_run systemd-multipath multipath   # issue 18.3: the packaged daemon on a multipathd map
       systemd_run systemd-selinux selinux       # issue 15.2/15.3: SELinux enforcing, the policy module (about 5 min)
       systemd_run systemd-apparmor apparmor     # issue 17: Debian's default AppArmor, the package's profile, virt-aa-helper profiles (~2.5 min)
+      systemd_run systemd-libvirt libvirt -T 1500   # issue 15.1: libvirtd, managed and shared, two TCG-in-TCG guests
     else
       echo "--- VM boot: systemd package tests skipped (PRHELPERD_VM_SYSTEMD=0)"
     fi
