@@ -178,7 +178,6 @@ Deno.test("multipathd exchange (18.1): commands and replies on an abstract socke
       kind: "ok",
       reply: "ok",
     });
-    assert.deepEqual(fake.lengths[0], { length: 28, nul: true });
     assert.deepEqual(await askMultipathd("setprstatus map mpatha", o), {
       kind: "fail",
       reply: "fail",
@@ -193,6 +192,7 @@ Deno.test("multipathd exchange (18.1): commands and replies on an abstract socke
     });
     // (the Worker's messages arrive once this thread runs its event loop again)
     for (let i = 0; i < 100 && fake.commands.length < 6; i++) await settle();
+    assert.deepEqual(fake.lengths[0], { length: 28, nul: true }, "28 bytes with the NUL");
     assert.deepEqual(fake.commands, [
       "setprkey map mpatha key abc",
       "setprstatus map mpatha",
@@ -415,4 +415,41 @@ Deno.test("multipath + multipathd (18.1): absent or stuck multipathd: the REGIST
   } finally {
     await logs.close();
   }
+});
+
+// ---------------------------------------------------------------- prhelperd check
+
+Deno.test("prhelperd check (18.1): multipathd reachable or not, and whether the daemon can tell it", async () => {
+  const { multipathdFindings } = await import("../src/tools/check_findings.ts");
+  const asked = (
+    outcome: MultipathdOutcome,
+    daemon: { uid: number; sameNetns: boolean | null } | null,
+  ) => multipathdFindings({ kind: "asked", map: "mpatha", outcome, daemon });
+  assert.deepEqual(multipathdFindings({ kind: "skipped" }), []);
+  const gone = asked({ kind: "unreachable", error: "connect: ECONNREFUSED" }, {
+    uid: 0,
+    sameNetns: true,
+  });
+  assert.equal(gone.length, 1);
+  assert.equal(gone[0].status, "warn");
+  assert.match(
+    gone[0].message,
+    /multipathd is not reachable \(not reachable \(connect: ECONNREFUSED\)\)/,
+  );
+  const known = asked({ kind: "ok", reply: "0x5151" }, { uid: 0, sameNetns: true });
+  assert.deepEqual(known.map((x) => x.status), ["info", "ok"]);
+  assert.match(known[0].message, /keeps key 0x5151 for mpatha/);
+  const none = asked({ kind: "ok", reply: "none" }, null);
+  assert.deepEqual(none.map((x) => x.status), ["info", "skip"]);
+  assert.match(none[0].message, /no key for mpatha/);
+  const packaged = asked({ kind: "ok", reply: "none" }, { uid: 0, sameNetns: false });
+  assert.equal(packaged[1].status, "warn");
+  assert.match(packaged[1].message, /another network namespace \(PrivateNetwork=yes/);
+  const user = asked({ kind: "not-root", reply: "permission deny: need to be root" }, {
+    uid: 998,
+    sameNetns: true,
+  });
+  assert.deepEqual(user.map((x) => x.status), ["info", "warn"]);
+  assert.match(user[1].message, /uid 998: multipathd refuses its commands/);
+  assert.equal(asked({ kind: "fail", reply: "fail" }, null)[0].status, "warn");
 });
