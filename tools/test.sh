@@ -119,6 +119,7 @@ if [ $host_only = 0 ]; then
     if [ "${PRHELPERD_VM_SYSTEMD:-1}" = 1 ]; then
       systemd_run systemd-package test          # the .deb, socket activation, credentials, journal
       systemd_run systemd-multipath multipath   # issue 18.3: the packaged daemon on a multipathd map
+      systemd_run systemd-multipathd multipathd # issue 18.1/18.2: multipathd re-registers a reinstated path
     else
       echo "--- VM boot: systemd package tests skipped (PRHELPERD_VM_SYSTEMD=0)"
     fi
