@@ -126,7 +126,8 @@ full_status $P1 | sed 's/^/  /'
 check 'registered $P1 1 && ! registered $P1 2' "registered on path 1's nexus only"
 out=$(multipathd getprkey map $MAP 2>&1); echo "  getprkey: $out"
 check '[ "$out" = 0x5151 ]' "multipathd knows the key (getprkey map $MAP)"
-check 'grep -qi "0x5151" /etc/multipath/prkeys' "multipathd stored it in /etc/multipath/prkeys"
+grep -v "^#" /etc/multipath/prkeys | sed 's/^/  prkeys: /'
+check 'grep -qiE "^0x0*5151 " /etc/multipath/prkeys' "multipathd stored it in /etc/multipath/prkeys"
 out=$(multipathd getprstatus map $MAP 2>&1); echo "  getprstatus: $out"
 check '[ "$out" = 1 ]' "multipathd's PR status of the map is set"
 check 'prhelperd client --socket $SOCK --out --reserve --param-rk=0x5151 --prout-type=5 /dev/mapper/$MAP' \
@@ -144,6 +145,8 @@ echo offline > /sys/block/$P1/device/state
 check 'wait_dm $P1 failed' "path $P1 offline: I/O fails over to $P2"
 check 'dd if=/dev/urandom of=/dev/mapper/$MAP bs=4096 count=1 oflag=direct status=none' \
   "a write through the map on $P2 passes the Registrants Only reservation"
+check 'dd if=/dev/urandom of=/dev/$P2 bs=4096 count=1 oflag=direct status=none' \
+  "a write on $P2 itself passes too"
 echo running > /sys/block/$P1/device/state
 check 'wait_dm $P1 active' "path $P1 back"
 check 'prhelperd client --socket $SOCK --out --release --param-rk=0x5151 --prout-type=5 /dev/mapper/$MAP' \
@@ -172,6 +175,13 @@ check 'echo "$out" | grep -qi "multipathd.*not reachable"' "prhelperd check repo
 echo running > /sys/block/$P2/device/state
 sleep 6
 check '! registered $P2 2' "(without multipathd, $P2 comes back unregistered: the documented gap)"
+check 'prhelperd client --socket $SOCK --out --reserve --param-rk=0x7373 --prout-type=5 /dev/mapper/$MAP' \
+  "PR OUT RESERVE (Write Exclusive, Registrants Only) 0x7373"
+check 'dd if=/dev/urandom of=/dev/$P1 bs=4096 count=1 oflag=direct status=none' \
+  "a write on $P1 (registered) passes"
+out=$(dd if=/dev/urandom of=/dev/$P2 bs=4096 count=1 oflag=direct status=none 2>&1); echo "  dd on $P2: $out"
+check 'echo "$out" | grep -q "Invalid exchange"' \
+  "(a write on the unregistered $P2 meets RESERVATION CONFLICT: what a failover to it would get)"
 check 'prhelperd client --socket $SOCK --out --register-ignore --param-sark=0 /dev/mapper/$MAP' \
-  "unregister"
+  "unregister (releases the reservation)"
 check 'kill -0 $DPID' "the daemon is still running"
