@@ -123,15 +123,18 @@ export async function askMultipathd(
 ): Promise<MultipathdOutcome> {
   const steps = exchange(command, options);
   const ps = new PollSet(1);
-  for (let next = steps.next(); !next.done; next = steps.next()) {
-    const step = next.value;
-    if ("outcome" in step) {
-      steps.return();
-      return step.outcome;
+  try {
+    for (let next = steps.next(); !next.done; next = steps.next()) {
+      const step = next.value;
+      if ("outcome" in step) return step.outcome;
+      ps.clear();
+      ps.add(step.fd, step.wait);
+      await ps.pollAsync(step.ms);
     }
-    ps.clear();
-    ps.add(step.fd, step.wait);
-    await ps.pollAsync(step.ms);
+  } catch (e) {
+    return { kind: "broken", error: String(e) };
+  } finally {
+    steps.return(); // closes the socket
   }
   return { kind: "broken", error: "the exchange ended without an outcome" };
 }
@@ -140,15 +143,18 @@ export async function askMultipathd(
 export function askMultipathdSync(command: string, options: AskOptions = {}): MultipathdOutcome {
   const steps = exchange(command, options);
   const ps = new PollSet(1);
-  for (let next = steps.next(); !next.done; next = steps.next()) {
-    const step = next.value;
-    if ("outcome" in step) {
-      steps.return();
-      return step.outcome;
+  try {
+    for (let next = steps.next(); !next.done; next = steps.next()) {
+      const step = next.value;
+      if ("outcome" in step) return step.outcome;
+      ps.clear();
+      ps.add(step.fd, step.wait);
+      ps.pollSync(step.ms);
     }
-    ps.clear();
-    ps.add(step.fd, step.wait);
-    ps.pollSync(step.ms);
+  } catch (e) {
+    return { kind: "broken", error: String(e) };
+  } finally {
+    steps.return(); // closes the socket
   }
   return { kind: "broken", error: "the exchange ended without an outcome" };
 }

@@ -212,6 +212,14 @@ Deno.test("multipathd exchange (18.1): nobody listening is unreachable at once",
   assert.equal(outcome.kind, "unreachable");
   assert.match((outcome as { error: string }).error, /ECONNREFUSED/);
   assert.equal(askMultipathdSync("setprstatus map m", o).kind, "unreachable");
+  // no socket is left open by an exchange that failed
+  const fds = () => [...Deno.readDirSync("/proc/self/fd")].length;
+  const before = fds();
+  for (let i = 0; i < 20; i++) {
+    await askMultipathd("setprstatus map m", o);
+    askMultipathdSync("setprstatus map m", o);
+  }
+  assert.equal(fds(), before);
 });
 
 Deno.test("multipathd exchange (18.1): a multipathd that never answers times out, the event loop runs on", async () => {
