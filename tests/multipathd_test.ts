@@ -442,7 +442,7 @@ Deno.test("prhelperd check (18.1): multipathd reachable or not, and whether the 
   assert.equal(gone[0].status, "warn");
   assert.match(
     gone[0].message,
-    /multipathd is not reachable \(not reachable \(connect: ECONNREFUSED\)\)/,
+    /multipathd is not reachable \(connect: ECONNREFUSED\): PR commands on mpatha succeed/,
   );
   const known = asked({ kind: "ok", reply: "0x5151" }, { uid: 0, sameNetns: true });
   assert.deepEqual(known.map((x) => x.status), ["info", "ok"]);

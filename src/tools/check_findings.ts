@@ -531,7 +531,8 @@ export function multipathdFindings(p: MultipathdProbe): Finding[] {
     return [f(
       "multipathd",
       "warn",
-      `multipathd is not reachable (${describeOutcome(o)}): PR commands on ${p.map} succeed, ` +
+      `multipathd is not reachable (${o.kind === "unreachable" ? o.error : describeOutcome(o)}): ` +
+        `PR commands on ${p.map} succeed, ` +
         "but a path that fails and comes back is not registered again, and the daemon logs " +
         "a warning for the map",
       "run multipathd with `reservation_key file` in multipath.conf",

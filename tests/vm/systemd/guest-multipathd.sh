@@ -130,6 +130,9 @@ grep -v "^#" /etc/multipath/prkeys | sed 's/^/  prkeys: /'
 check 'grep -qiE "^0x0*5151 " /etc/multipath/prkeys' "multipathd stored it in /etc/multipath/prkeys"
 out=$(multipathd getprstatus map $MAP 2>&1); echo "  getprstatus: $out"
 check '[ "$out" = 1 ]' "multipathd's PR status of the map is set"
+out=$(prhelperd check /dev/mapper/$MAP --socket $SOCK 2>&1); echo "$out" | grep multipathd | sed 's/^/  /'
+check 'echo "$out" | grep -q "multipathd keeps key 0x5151 for $MAP" && echo "$out" | grep -q "OK.*can tell multipathd"' \
+  "prhelperd check: multipathd keeps the key, the daemon (root) can tell it"
 check 'prhelperd client --socket $SOCK --out --reserve --param-rk=0x5151 --prout-type=5 /dev/mapper/$MAP' \
   "PR OUT RESERVE (Write Exclusive, Registrants Only) while $P2 is down"
 check 'prhelperd client --socket $SOCK --in --read-reservation /dev/mapper/$MAP | grep -q 0x5151' \
