@@ -545,7 +545,7 @@ export function multipathdFindings(p: MultipathdProbe): Finding[] {
       "multipathd answers, but takes PR key commands from uid 0 only: run check as root to " +
         `see the key it keeps for ${p.map}`,
     ));
-  } else if (o.kind === "fail") {
+  } else if (o.kind === "fail" && !/^(0x[0-9a-f]+(:aptpl)?|none)$/i.test(o.reply)) {
     out.push(f(
       "multipathd",
       "warn",
@@ -553,6 +553,7 @@ export function multipathdFindings(p: MultipathdProbe): Finding[] {
       "let multipathd manage the map (multipath -ll lists it)",
     ));
   } else {
+    // getprkey answers with the key ("0x5151", "0x5151:aptpl") or "none", not "ok"
     const key = o.reply.split("\n")[0].trim();
     out.push(f(
       "multipathd",

@@ -128,6 +128,7 @@ out=$(multipathd getprkey map $MAP 2>&1); echo "  getprkey: $out"
 check '[ "$out" = 0x5151 ]' "multipathd knows the key (getprkey map $MAP)"
 grep -v "^#" /etc/multipath/prkeys | sed 's/^/  prkeys: /'
 check 'grep -qiE "^0x0*5151 " /etc/multipath/prkeys' "multipathd stored it in /etc/multipath/prkeys"
+for i in $(seq 50); do [ "$(multipathd getprstatus map $MAP 2>&1)" = 1 ] && break; sleep 0.2; done
 out=$(multipathd getprstatus map $MAP 2>&1); echo "  getprstatus: $out"
 check '[ "$out" = 1 ]' "multipathd's PR status of the map is set"
 out=$(prhelperd check /dev/mapper/$MAP --socket $SOCK 2>&1); echo "$out" | grep multipathd | sed 's/^/  /'
@@ -156,6 +157,8 @@ check 'prhelperd client --socket $SOCK --out --release --param-rk=0x5151 --prout
   "PR OUT RELEASE"
 check 'prhelperd client --socket $SOCK --out --register-ignore --param-sark=0 /dev/mapper/$MAP' \
   "unregister (REGISTER AND IGNORE EXISTING KEY, key 0)"
+# (the daemon tells multipathd after its reply: wait for it)
+for i in $(seq 50); do [ "$(multipathd getprkey map $MAP 2>&1)" = none ] && break; sleep 0.2; done
 out=$(multipathd getprkey map $MAP 2>&1); echo "  getprkey: $out"
 check '[ "$out" = none ] && [ "$(multipathd getprstatus map $MAP)" = 0 ]' \
   "multipathd forgot the key and the PR status"
