@@ -74,6 +74,36 @@ export function connectUnix(fd: number, path: string): void {
   check("connect", libc.connect(fd, sa, sa.length), path);
 }
 
+/**
+ * A `sockaddr_un` for the abstract name `name` (sun_path[0] is NUL, the name
+ * follows without a terminating NUL) and its length.
+ */
+function abstractAddress(name: string): { sa: Uint8Array; len: number } {
+  const bytes = new TextEncoder().encode(name);
+  if (bytes.length === 0 || bytes.length > 106) {
+    throw new RangeError(`abstract socket name "${name}" must be 1 to 106 bytes long`);
+  }
+  const sa = new Uint8Array(SOCKADDR_UN.size);
+  new DataView(sa.buffer).setUint16(SOCKADDR_UN.sun_family, AF_UNIX, true);
+  sa.set(bytes, SOCKADDR_UN.sun_path + 1);
+  return { sa, len: SOCKADDR_UN.sun_path + 1 + bytes.length };
+}
+
+/** bind(2) a unix socket to the abstract name `name` (no leading NUL or `@`). */
+export function bindAbstract(fd: number, name: string): void {
+  const { sa, len } = abstractAddress(name);
+  check("bind", libc.bind(fd, sa, len), `@${name}`);
+}
+
+/**
+ * connect(2) a unix socket to the abstract name `name` (no leading NUL or
+ * `@`). On a non-blocking socket a full backlog is an EAGAIN error.
+ */
+export function connectAbstract(fd: number, name: string): void {
+  const { sa, len } = abstractAddress(name);
+  check("connect", libc.connect(fd, sa, len), `@${name}`);
+}
+
 /** listen(2). */
 export function listenSocket(fd: number, backlog: number): void {
   check("listen", libc.listen(fd, backlog));

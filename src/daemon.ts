@@ -12,6 +12,7 @@ import { fdsNeeded } from "./conn_limits.ts";
 import { SgIoExecutor } from "./executor.ts";
 import { jitStatus } from "./jit.ts";
 import { MultipathHandler } from "./multipath.ts";
+import { MultipathdNotifier } from "./multipathd.ts";
 import { DETACH_ENV, detachAndWait, detachedReadyFd, reportReady } from "./daemonize.ts";
 import {
   adoptActivatedSocket,
@@ -252,7 +253,11 @@ export async function runDaemon(options: DaemonOptions): Promise<number> {
     const jit = jitStatus();
     if (jit.warn) log.warning("{line}", { line: jit.line });
     else log.info("{line}", { line: jit.line });
-    const multipath = new MultipathHandler({ executor, sgioTimeoutMs: options.sgioTimeoutMs });
+    const multipath = new MultipathHandler({
+      executor,
+      sgioTimeoutMs: options.sgioTimeoutMs,
+      multipathd: new MultipathdNotifier(),
+    });
     const server = new Server({
       listenFd: listener.fd,
       handler: {

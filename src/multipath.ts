@@ -27,6 +27,8 @@ import {
   type PrIoctlPlan,
   verdictForPrIoctl,
 } from "./multipath_plan.ts";
+import type { MultipathdNotifier } from "./multipathd.ts";
+import { multipathdPlan } from "./multipathd_plan.ts";
 import { checkCondition, mapSgIoOutcome, Sense } from "./sense.ts";
 import { type Reply, ScsiStatus } from "./wire.ts";
 
@@ -64,6 +66,12 @@ export function listPaths(major: number, minor: number): MpathPath[] {
   return paths;
 }
 
+/** The dm name (alias) of dm device `major:minor`, from /sys/dev/block/M:m/dm/name; null if unreadable. */
+export function mapName(major: number, minor: number): string | null {
+  const name = (readSmallFile(`/sys/dev/block/${major}:${minor}/dm/name`, 256) ?? "").trim();
+  return name === "" ? null : name;
+}
+
 // ---------------------------------------------------------------- the handler
 
 /** Options of {@linkcode MultipathHandler}. */
@@ -79,6 +87,13 @@ export interface MultipathHandlerOptions {
   maxInFlight?: number;
   /** Path lister (tests); default {@linkcode listPaths}. */
   paths?: (major: number, minor: number) => MpathPath[];
+  /**
+   * Tells multipathd about registrations (src/multipathd_plan.ts says
+   * which commands); absent: multipathd is not told.
+   */
+  multipathd?: MultipathdNotifier;
+  /** dm name of a map (tests); default {@linkcode mapName}. */
+  mapName?: (major: number, minor: number) => string | null;
 }
 
 /** The input of a multipath request (HandlerContext.multipath). */
@@ -129,6 +144,8 @@ export class MultipathHandler {
   readonly #sgioTimeoutMs: number;
   readonly #maxInFlight: number;
   readonly #paths: (major: number, minor: number) => MpathPath[];
+  readonly #multipathd: MultipathdNotifier | null;
+  readonly #mapName: (major: number, minor: number) => string | null;
   #inFlight = 0;
   readonly #waiting: (() => void)[] = [];
   /** The kernel refused the PR ioctls once (EPERM/EACCES): PR OUT goes by SG_IO to each path. */
@@ -140,6 +157,8 @@ export class MultipathHandler {
     this.#sgioTimeoutMs = options.sgioTimeoutMs;
     this.#maxInFlight = options.maxInFlight ?? Math.max(1, options.executor.maxWorkers - 1);
     this.#paths = options.paths ?? listPaths;
+    this.#multipathd = options.multipathd ?? null;
+    this.#mapName = options.mapName ?? mapName;
   }
 
   /** Run one request; `done` gets its reply exactly once. */
@@ -254,8 +273,36 @@ export class MultipathHandler {
       });
       return done(checkCondition(planned.sense));
     }
-    if (this.#ioctlsRefused) return this.#fanOut(input, done);
-    this.#ioctl(input, planned.plan, IOCTL_TRIES, done);
+    const run = (finished: Done) => {
+      if (this.#ioctlsRefused) return this.#fanOut(input, finished);
+      this.#ioctl(input, planned.plan, IOCTL_TRIES, finished);
+    };
+    const notifier = this.#multipathd;
+    const alias = notifier === null ? null : this.#mapName(facts.major, facts.minor);
+    if (notifier === null || alias === null) return run(done);
+    const told = multipathdPlan(command, payload, { alias });
+    // after a success: reply first, then tell multipathd (nobody waits for it)
+    const thenTell: Done = (reply) => {
+      done(reply);
+      if (reply.status === ScsiStatus.GOOD) void notifier.tell(alias, told.after);
+    };
+    if (told.before.length === 0) return run(thenTell);
+    // setprkey before REGISTER, as libmpathpersist; waited for at most the
+    // exchange's deadline, and whatever multipathd says, the REGISTER runs
+    let started = false;
+    const start = () => {
+      if (started) return;
+      started = true;
+      clearTimeout(bound);
+      try {
+        run(thenTell);
+      } catch (e) {
+        log.error("multipath PR OUT could not run: {error}", { error: String(e) });
+        done(checkCondition(Sense.LUN_COMM_FAILURE));
+      }
+    };
+    const bound = setTimeout(start, notifier.timeoutMs + 100);
+    void notifier.tell(alias, told.before).then(start);
   }
 
   /** The planned PR ioctl on the dm device, after TEST UNIT READY on every running path. */

@@ -120,6 +120,7 @@ if [ $host_only = 0 ]; then
     if [ "${PRHELPERD_VM_SYSTEMD:-1}" = 1 ]; then
       systemd_run systemd-package test          # the .deb, socket activation, credentials, journal
       systemd_run systemd-multipath multipath   # issue 18.3: the packaged daemon on a multipathd map
+      systemd_run systemd-multipathd multipathd # issue 18.1/18.2: multipathd re-registers a reinstated path
       systemd_run systemd-selinux selinux       # issue 15.2/15.3: SELinux enforcing, the policy module (about 5 min)
       systemd_run systemd-apparmor apparmor     # issue 17: Debian's default AppArmor, the package's profile, virt-aa-helper profiles (~2.5 min)
       systemd_run systemd-libvirt libvirt -T 1500   # issue 15.1: libvirtd, managed and shared, two TCG-in-TCG guests

@@ -21,6 +21,7 @@ import { decideDevice, type DeviceFacts } from "../device_check.ts";
 import { Cap, capBit } from "../../ffi/privileges.ts";
 import type { StatusCreds } from "../privileges.ts";
 import { formatSense, parseSense } from "../sense.ts";
+import { describeOutcome, type MultipathdOutcome } from "../multipathd.ts";
 import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";
 import { type CapabilitiesData, decodePrIn, PR_TYPE_NAMES, scsiStatusName } from "./prin_decode.ts";
 
@@ -29,7 +30,7 @@ export type FindingStatus = "ok" | "info" | "warn" | "fail" | "skip";
 
 /** One line of the report. */
 export interface Finding {
-  area: "device" | "pr" | "selinux" | "daemon" | "socket";
+  area: "device" | "pr" | "selinux" | "daemon" | "multipathd" | "socket";
   status: FindingStatus;
   message: string;
   /** How to fix it (problems only). */
@@ -497,6 +498,100 @@ export function daemonFindings(p: DaemonProbe): Finding[] {
       `the daemon keeps capabilities beyond CAP_SYS_RAWIO (CapEff 0x${s.capEff.toString(16)})`,
       "it should need none but CAP_SYS_RAWIO: restart it (it drops the rest at start-up) and " +
         "check its unit's CapabilityBoundingSet",
+    ));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- multipathd
+
+/** What was learnt about multipathd, for a multipath map (issue 18). */
+export type MultipathdProbe =
+  | { kind: "skipped" }
+  | {
+    kind: "asked";
+    /** The map's dm name. */
+    map: string;
+    /** How multipathd answered `getprkey map MAP`, asked by check itself. */
+    outcome: MultipathdOutcome;
+    /** The daemon behind `--socket`: its uid and whether it shares check's network namespace. */
+    daemon: { uid: number; sameNetns: boolean | null } | null;
+  };
+
+const MULTIPATHD_FIX = "run the helper as root in the host's network namespace (libvirt's " +
+  "managed helper, prhelperd -u root), or accept that multipathd does not register the key on " +
+  "reinstated paths (docs/DESIGN.md, Multipath)";
+
+/** Findings about multipathd and whether the daemon can tell it its keys (pure). */
+export function multipathdFindings(p: MultipathdProbe): Finding[] {
+  if (p.kind === "skipped") return [];
+  const o = p.outcome;
+  const out: Finding[] = [];
+  if (o.kind === "unreachable" || o.kind === "timeout" || o.kind === "broken") {
+    return [f(
+      "multipathd",
+      "warn",
+      `multipathd is not reachable (${o.kind === "unreachable" ? o.error : describeOutcome(o)}): ` +
+        `PR commands on ${p.map} succeed, ` +
+        "but a path that fails and comes back is not registered again, and the daemon logs " +
+        "a warning for the map",
+      "run multipathd with `reservation_key file` in multipath.conf",
+    )];
+  }
+  if (o.kind === "not-root") {
+    out.push(f(
+      "multipathd",
+      "info",
+      "multipathd answers, but takes PR key commands from uid 0 only: run check as root to " +
+        `see the key it keeps for ${p.map}`,
+    ));
+  } else if (o.kind === "fail" && !/^(0x[0-9a-f]+(:aptpl)?|none)$/i.test(o.reply)) {
+    out.push(f(
+      "multipathd",
+      "warn",
+      `multipathd refuses "getprkey map ${p.map}" ("${o.reply}"): it does not manage this map`,
+      "let multipathd manage the map (multipath -ll lists it)",
+    ));
+  } else {
+    // getprkey answers with the key ("0x5151", "0x5151:aptpl") or "none", not "ok"
+    const key = o.reply.split("\n")[0].trim();
+    out.push(f(
+      "multipathd",
+      "info",
+      key === "none"
+        ? `multipathd has no key for ${p.map} (nothing registered yet, or reservation_key ` +
+          "is not `file` in multipath.conf)"
+        : `multipathd keeps key ${key} for ${p.map} and registers it on reinstated paths`,
+    ));
+  }
+  if (p.daemon === null) {
+    out.push(f(
+      "multipathd",
+      "skip",
+      "whether the daemon can tell multipathd its keys: give --socket PATH",
+    ));
+  } else if (p.daemon.sameNetns === false) {
+    out.push(f(
+      "multipathd",
+      "warn",
+      "the daemon runs in another network namespace (PrivateNetwork=yes in the packaged " +
+        "unit): multipathd's abstract socket is out of its reach, so multipathd does not " +
+        "learn the keys it registers",
+      MULTIPATHD_FIX,
+    ));
+  } else if (p.daemon.uid !== 0) {
+    out.push(f(
+      "multipathd",
+      "warn",
+      `the daemon runs as uid ${p.daemon.uid}: multipathd refuses its commands ` +
+        '("permission deny: need to be root"), so it does not learn the keys it registers',
+      MULTIPATHD_FIX,
+    ));
+  } else {
+    out.push(f(
+      "multipathd",
+      "ok",
+      "the daemon (uid 0, this network namespace) can tell multipathd the keys it registers",
     ));
   }
   return out;

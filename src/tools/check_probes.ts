@@ -42,6 +42,9 @@ import { parseStatus, type StatusCreds } from "../privileges.ts";
 import { mapSgIoOutcome, parseSense, SenseKey } from "../sense.ts";
 import { readKernelSelinuxFacts } from "../selinux_access.ts";
 import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";
+import { mapName } from "../multipath.ts";
+import { askMultipathdSync } from "../multipathd.ts";
+import { isUsableAlias } from "../multipathd_plan.ts";
 import {
   type CapabilitiesProbe,
   capabilityFindings,
@@ -51,6 +54,8 @@ import {
   type DeviceProbe,
   type Finding,
   groupsOf,
+  multipathdFindings,
+  type MultipathdProbe,
   type QemuUser,
   selinuxFindings,
   type SelinuxProbe,
@@ -283,6 +288,43 @@ function probeSocket(path: string): SocketProbe {
   };
 }
 
+/**
+ * For a multipath map: ask multipathd for the map's key (as check's own
+ * user), and compare the daemon's uid and network namespace with what
+ * multipathd needs (uid 0, the namespace its abstract socket lives in).
+ */
+function probeMultipathd(
+  device: DeviceProbe,
+  daemon: DaemonProbe,
+  timeoutMs: number,
+): MultipathdProbe {
+  if (device.kind !== "facts") return { kind: "skipped" };
+  const decision = decideDevice(device.facts);
+  if (!decision.ok || decision.deviceClass !== "multipath") return { kind: "skipped" };
+  const map = mapName(device.facts.major, device.facts.minor);
+  if (map === null || !isUsableAlias(map)) return { kind: "skipped" };
+  const outcome = askMultipathdSync(`getprkey map ${map}`, {
+    timeoutMs: Math.min(timeoutMs, 4000),
+  });
+  let probed: { uid: number; sameNetns: boolean | null } | null = null;
+  if (daemon.kind === "found" && daemon.status !== null) {
+    const link = (path: string) => {
+      try {
+        return readLink(path);
+      } catch {
+        return null; // another user's process: not ours to inspect
+      }
+    };
+    const theirs = link(`/proc/${daemon.pid}/ns/net`);
+    const ours = link("/proc/self/ns/net");
+    probed = {
+      uid: daemon.status.uid[1] ?? daemon.status.uid[0],
+      sameNetns: theirs === null || ours === null ? null : theirs === ours,
+    };
+  }
+  return { kind: "asked", map, outcome, daemon: probed };
+}
+
 /** Run every check; never throws for what it finds. */
 export function runCheck(o: CheckOptions): Finding[] {
   const findings: Finding[] = [];
@@ -309,6 +351,7 @@ export function runCheck(o: CheckOptions): Finding[] {
       const pid = daemon.probe.kind === "found" ? daemon.probe.pid : null;
       findings.push(...selinuxFindings(probeSelinux(fd, kind, pid, o.as)));
       findings.push(...daemonFindings(daemon.probe));
+      findings.push(...multipathdFindings(probeMultipathd(probe, daemon.probe, o.timeoutMs)));
       findings.push(
         ...socketFindings(
           o.socket === null ? { kind: "skipped", why: "no --socket given" } : probeSocket(o.socket),
