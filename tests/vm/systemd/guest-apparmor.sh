@@ -45,6 +45,7 @@ check 'aa-enabled --quiet' "AppArmor enabled ($(cat /sys/kernel/security/lsm))"
 
 # 1. install: the profile is loaded by postinst
 deb=$(ls $DIR/prhelperd_*.deb | head -1)
+dpkg -i $DIR/acl_*.deb >/dev/null || bad "dpkg -i acl (the package's dependency)"
 if DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb"; then ok "apt-get install"; else bad "apt-get install"; exit 1; fi
 check 'grep -qx "prhelperd (enforce)" /sys/kernel/security/apparmor/profiles' \
   "postinst loaded the prhelperd profile in enforce mode"

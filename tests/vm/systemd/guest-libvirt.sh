@@ -48,6 +48,7 @@ echo "=== prhelperd systemd VM test (libvirt): $(uname -r), $(libvirtd --version
 
 # ---------------------------------------------------------------- 1. install
 deb=$(ls $DIR/prhelperd_*.deb | head -1)
+dpkg -i $DIR/acl_*.deb >/dev/null || bad "dpkg -i acl (the package's dependency)"
 if DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" > /run/apt.log 2>&1; then
   ok "apt-get install $(basename "$deb")"
 else

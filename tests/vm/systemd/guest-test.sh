@@ -34,6 +34,7 @@ check '[ "$(ps -p 1 -o comm=)" = systemd ]' "systemd is PID 1"
 deb=$(ls $DIR/prhelperd_*.deb | head -1)
 # (no network in the VM: nothing needs downloading; "--no-download" would make
 # apt 2.6 reject the local file with "Pathname to install is not absolute")
+dpkg -i $DIR/acl_*.deb >/dev/null || bad "dpkg -i acl (the package's dependency)"
 if DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb"; then
   ok "apt-get install $(basename "$deb")"
 else

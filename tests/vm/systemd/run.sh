@@ -53,10 +53,17 @@ DEB=$(ls -t "$PROJ"/dist/prhelperd_*.deb 2>/dev/null | head -1)
 # (made anew for every boot).
 STAGE=$WORK/systemd/stage
 IMG=$WORK/systemd/disk.img
+DEBS=$WORK/systemd/debs
+mkdir -p "$DEBS"
+ls "$DEBS"/acl_*.deb >/dev/null 2>&1 || (cd "$DEBS" && apt-get download acl >/dev/null)
+ACL_DEB=$(ls "$DEBS"/acl_*.deb | head -1)
 make_image() {
   rm -rf "$STAGE"; cp -a "$ROOTFS" "$STAGE"
   install -d "$STAGE/opt/prhelperd-test"
   install -m644 "$DEB" "$STAGE/opt/prhelperd-test/"
+  # the package's dependencies that the cached rootfs lacks (acl, for the
+  # multipath udev rule), as .debs beside it: the VM has no network
+  install -m644 "$ACL_DEB" "$STAGE/opt/prhelperd-test/"
   install -m755 "$HERE/guest-$GUEST.sh" "$STAGE/opt/prhelperd-test/guest-test.sh"
   cp -a "$HERE" "$STAGE/opt/prhelperd-test/systemd"
   if [ $SHELL_ONLY = 0 ]; then

@@ -17,11 +17,6 @@ POL=$S/etc/selinux/default
 [ -f "$POL/contexts/files/file_contexts" ] || {
   echo "stage-selinux: no refpolicy in the rootfs ($POL)" >&2; exit 1; }
 sed -i 's/^SELINUX=.*/SELINUX=enforcing/' "$S/etc/selinux/config"
-# the package's dependency acl is not in the cached rootfs (see stage-multipath.sh)
-cache=${WORK:-/var/tmp/prhelperd-vm}/systemd/debs
-mkdir -p "$cache"
-ls "$cache"/acl_*.deb >/dev/null 2>&1 || (cd "$cache" && apt-get download acl >/dev/null)
-install -m644 "$cache"/acl_*.deb "$S/opt/prhelperd-test/"
 "$PROJ/tools/deno" bundle --quiet --platform deno \
   -o "$S/opt/prhelperd-test/svirt_client.js" "$PROJ/tests/vm/guest/driver/svirt_client.ts"
 pol=$(ls "$POL"/policy/policy.* | sort -V | tail -1)
