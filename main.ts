@@ -11,8 +11,8 @@ import { parseArgs } from "./src/cli.ts";
 import { runDaemon } from "./src/daemon.ts";
 import { StartupError } from "./src/startup_error.ts";
 import { DEFAULT_SOCKET, VERSION } from "./src/cli.ts";
-import { clientMain } from "./src/tools/client_command.ts";
-import { checkMain } from "./src/tools/check_command.ts";
+import { clientMain } from "./src/commands/client_command.ts";
+import { checkMain } from "./src/commands/check_command.ts";
 
 async function main(args: string[]): Promise<number> {
   const parsed = parseArgs(args);

@@ -4,7 +4,7 @@
  *
  * Every wrapper acts on the calling thread only, except where glibc says
  * otherwise (setresuid, setresgid and setgroups are broadcast to every thread
- * by glibc). See ../src/privileges.ts for why the daemon re-executes itself
+ * by glibc). See ../src/security/privileges.ts for why the daemon re-executes itself
  * instead of relying on a per-thread drop.
  *
  * Capability sets are `bigint` bit masks (bit n = capability n).

@@ -37,7 +37,7 @@
  *
  * Not covered by this query: ioctl extended permissions (`allowxperm` rules on
  * the SG_IO command 0x2285; libselinux 3.4 has no `security_compute_xperms`
- * and selinuxfs no query for them, so src/selinux_policy.ts computes them
+ * and selinuxfs no query for them, so src/security/selinux_policy.ts computes them
  * from the loaded policy image) and the `fd { use }` check of the process
  * that opened the file (whose context no interface shows).
  *

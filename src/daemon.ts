@@ -23,10 +23,10 @@ import {
 } from "./listener.ts";
 import { logger, setupLogging, stderrIsJournal } from "./log.ts";
 import { acquirePidfile, adoptPidfile, type Pidfile } from "./pidfile.ts";
-import { dropPrivileges, PrivilegeError, stage2Fds } from "./privileges.ts";
+import { dropPrivileges, PrivilegeError, stage2Fds } from "./security/privileges.ts";
 import { Notifier } from "./sd_notify.ts";
 import { Server, type ServerStats } from "./server.ts";
-import { createSecurity, type Security } from "./security.ts";
+import { createSecurity, type Security } from "./security/mod.ts";
 import { StartupError } from "./startup_error.ts";
 
 const log = logger("daemon");

@@ -25,7 +25,7 @@ import {
 import { getNofileLimit } from "../ffi/process.ts";
 import { duplicateOnto, spawnDetached } from "../ffi/spawn.ts";
 import { changeDirectory } from "../ffi/privileges.ts";
-import { splitNul } from "./privileges.ts";
+import { splitNul } from "./security/privileges.ts";
 import { StartupError } from "./startup_error.ts";
 
 /** The environment variable naming the readiness pipe in the detached copy. */

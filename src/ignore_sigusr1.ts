@@ -15,7 +15,7 @@
  *   privilege re-exec, the -d copy) begins with SIGUSR1 blocked on every
  *   thread, so there it stays pending for good, whatever the runtime installs.
  *   The daemon re-executes once even when it has nothing to drop
- *   (src/privileges.ts `reexecAnyway`), so the image that serves is always
+ *   (src/security/privileges.ts `reexecAnyway`), so the image that serves is always
  *   such an image.
  *
  * What remains: before this module runs, the kernel's default action (the

@@ -40,7 +40,7 @@ export interface Listener {
   fd: number;
   /** Where it listens ("fd 3 (socket activation)" when inherited). */
   description: string;
-  /** The fds that must survive a re-exec, by role (see src/privileges.ts). */
+  /** The fds that must survive a re-exec, by role (see src/security/privileges.ts). */
   keepFds(): Record<string, number>;
   /** Remove what we created (socket file, lock); keep an inherited socket. */
   close(): void;

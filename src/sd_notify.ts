@@ -7,7 +7,7 @@
  * systemd (no NOTIFY_SOCKET) every method is a no-op.
  *
  * The environment is read, not unset: the daemon runs no child processes, and
- * after a privilege re-exec (src/privileges.ts) the same pid must still notify.
+ * after a privilege re-exec (src/security/privileges.ts) the same pid must still notify.
  *
  * Only the unit's main process may talk to `$NOTIFY_SOCKET`. A helper that a
  * service starts (libvirtd, Type=notify, spawns one prhelperd per VM with its

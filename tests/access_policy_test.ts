@@ -1,4 +1,4 @@
-// Unit tests of the pure SELinux access decision (src/access_policy.ts).
+// Unit tests of the pure SELinux access decision (src/security/access_policy.ts).
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
@@ -13,7 +13,7 @@ import {
   securityClassFor,
   selinuxActive,
   type XpermAnswer,
-} from "../src/access_policy.ts";
+} from "../src/security/access_policy.ts";
 
 const SVIRT_C12 = "system_u:system_r:svirt_t:s0:c1,c2";
 const IMG_C12 = "system_u:object_r:svirt_image_t:s0:c1,c2";

@@ -1,5 +1,5 @@
-// The AppArmor check's edge (src/apparmor_access.ts) and its place in the
-// security hooks (src/security.ts): a fake kernel that answers .access
+// The AppArmor check's edge (src/security/apparmor_access.ts) and its place in the
+// security hooks (src/security/mod.ts): a fake kernel that answers .access
 // queries from a table of profiles (decoding the query bytes itself), a fake
 // sysfs tree on disk read through the daemon's own libc reader, and a
 // capturing log sink.
@@ -10,10 +10,10 @@ import {
   type ApparmorBackend,
   createApparmorChecker,
   KERNEL_BACKEND,
-} from "../src/apparmor_access.ts";
-import { createSecurity } from "../src/security.ts";
-import { createAccessChecker } from "../src/selinux_access.ts";
-import { OPEN_PEER_POLICY } from "../src/access_policy.ts";
+} from "../src/security/apparmor_access.ts";
+import { createSecurity } from "../src/security/mod.ts";
+import { createAccessChecker } from "../src/security/selinux_access.ts";
+import { OPEN_PEER_POLICY } from "../src/security/access_policy.ts";
 import { formatLine } from "../src/log.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
 import type { Peer } from "../src/request_handler.ts";

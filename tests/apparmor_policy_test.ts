@@ -1,4 +1,4 @@
-// The AppArmor check's pure parts (src/apparmor_policy.ts): state selection,
+// The AppArmor check's pure parts (src/security/apparmor_policy.ts): state selection,
 // label parsing, the .access query bytes and answer, device node names, the
 // per-request decision and its audit line.
 
@@ -14,7 +14,7 @@ import {
   formatApparmorAudit,
   parseApparmorLabel,
   parseQueryAnswer,
-} from "../src/apparmor_policy.ts";
+} from "../src/security/apparmor_policy.ts";
 
 const ON = { moduleEnabled: "Y\n", lsmList: "lockdown,capability,landlock,yama,apparmor,bpf" };
 

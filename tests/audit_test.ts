@@ -1,4 +1,4 @@
-// Unit tests of the audit record (src/audit.ts).
+// Unit tests of the audit record (src/security/audit.ts).
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
@@ -12,7 +12,7 @@ import {
   parseVpdPg83Naa,
   prTypeName,
   readDeviceIdentity,
-} from "../src/audit.ts";
+} from "../src/security/audit.ts";
 import { parseSense } from "../src/sense.ts";
 
 // VPD pages as LIO returns them (serial 5a1d0e8c-…, NAA 6001405…).

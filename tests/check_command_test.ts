@@ -15,11 +15,11 @@ import {
   modeAllows,
   selinuxFindings,
   socketFindings,
-} from "../src/tools/check_findings.ts";
-import { parseCheckArgs } from "../src/tools/check_command.ts";
+} from "../src/commands/check_findings.ts";
+import { parseCheckArgs } from "../src/commands/check_command.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
 import type { FileStat } from "../ffi/files.ts";
-import { parseStatus } from "../src/privileges.ts";
+import { parseStatus } from "../src/security/privileges.ts";
 import {
   DENO,
   MAIN,

@@ -14,7 +14,7 @@ import {
   renderReply,
   scanHex,
   scanNum,
-} from "../src/tools/client_command.ts";
+} from "../src/commands/client_command.ts";
 import { HAVE_SHIM_TOOLS, SgPersistShim } from "./helpers/sg_persist_shim.ts";
 import { DENO, MAIN, startDaemon, TempDir } from "./helpers/daemon.ts";
 

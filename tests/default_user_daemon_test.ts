@@ -14,7 +14,7 @@
 import assert from "node:assert/strict";
 import { closeFd, O_RDONLY, openPath } from "../ffi/files.ts";
 import { PR_IN } from "../src/wire.ts";
-import { parseStatus } from "../src/privileges.ts";
+import { parseStatus } from "../src/security/privileges.ts";
 import { daemonCommand, Subprocess, TempDir, TestDaemon, waitReady } from "./helpers/daemon.ts";
 import { connectGreeted, roundTrip, senseOf, wireCdb } from "./helpers/protocol.ts";
 

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { getopt, type GetoptRules, type OptionSpec } from "../src/tools/getopt.ts";
+import { getopt, type GetoptRules, type OptionSpec } from "../src/commands/getopt.ts";
 
 interface S {
   seen: string[];

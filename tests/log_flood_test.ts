@@ -6,7 +6,7 @@
  * left out is reported in a "suppressed" line.
  *
  * Unit level: the real sink (src/log.ts) with a clock the test moves, the
- * real security hooks (src/security.ts: AVC-like lines and audit records) and
+ * real security hooks (src/security/mod.ts: AVC-like lines and audit records) and
  * server-style lines. Daemon level: a client looping on bad opcodes gets a
  * bounded number of lines, and the summaries account for every line left out.
  */
@@ -25,8 +25,8 @@ import {
   reportSuppressed,
 } from "../src/log.ts";
 import type { Peer } from "../src/request_handler.ts";
-import { createSecurity } from "../src/security.ts";
-import { createAccessChecker } from "../src/selinux_access.ts";
+import { createSecurity } from "../src/security/mod.ts";
+import { createAccessChecker } from "../src/security/selinux_access.ts";
 import { encodeFeatures } from "../src/wire.ts";
 import { startDaemon, waitFor } from "./helpers/daemon.ts";
 import { closedByHelper, connectRaw, wireCdb } from "./helpers/protocol.ts";
@@ -107,7 +107,7 @@ Deno.test("14.5 log: a flood of refusals and AVC lines is bounded; the PR OUT au
       checker: createAccessChecker({ mode: "off" }),
       peerPolicy: { uids: null, gids: null, allowRoot: true },
     });
-    // the AVC-like line of src/security.ts, in its category
+    // the AVC-like line of src/security/mod.ts, in its category
     const selinux = getLogger(["prhelperd", "selinux"]);
     const server = getLogger(["prhelperd", "server"]);
     // the issue's figure: 13,364 lines in 2 s, closes and AVC-like lines mixed,

@@ -428,7 +428,7 @@ Deno.test("multipath + multipathd (18.1): absent or stuck multipathd: the REGIST
 // ---------------------------------------------------------------- prhelperd check
 
 Deno.test("prhelperd check (18.1): multipathd reachable or not, and whether the daemon can tell it", async () => {
-  const { multipathdFindings } = await import("../src/tools/check_findings.ts");
+  const { multipathdFindings } = await import("../src/commands/check_findings.ts");
   const asked = (
     outcome: MultipathdOutcome,
     daemon: { uid: number; sameNetns: boolean | null } | null,

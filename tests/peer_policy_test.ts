@@ -1,4 +1,4 @@
-// Unit tests of the peer-credential policy (src/access_policy.ts).
+// Unit tests of the peer-credential policy (src/security/access_policy.ts).
 
 import assert from "node:assert/strict";
 import fc from "fast-check";
@@ -9,8 +9,8 @@ import {
   parseIdFile,
   type PeerPolicy,
   resolvePeerPolicy,
-} from "../src/access_policy.ts";
-import { loadPeerPolicy } from "../src/selinux_access.ts";
+} from "../src/security/access_policy.ts";
+import { loadPeerPolicy } from "../src/security/selinux_access.ts";
 
 const PASSWD = [
   "root:x:0:0:root:/root:/bin/bash",

@@ -1,5 +1,5 @@
 /**
- * The PR IN decoders and exit statuses of src/tools/prin_decode.ts:
+ * The PR IN decoders and exit statuses of src/commands/prin_decode.ts:
  *
  * - expected texts written out by hand from SPC-4 layouts and sg_persist
  *   0.67's printf formats;
@@ -17,7 +17,7 @@ import {
   formatPrIn,
   hexDump,
   senseCategory,
-} from "../src/tools/prin_decode.ts";
+} from "../src/commands/prin_decode.ts";
 import { HAVE_SHIM_TOOLS, SgPersistShim as Shim } from "./helpers/sg_persist_shim.ts";
 
 // ---------------------------------------------------------------- builders (SPC-4)

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { closeFd, readFd } from "../ffi/files.ts";
 import { bindUnix, unixSocket } from "../ffi/sockets.ts";
-import { parseStatus, type StatusCreds } from "../src/privileges.ts";
+import { parseStatus, type StatusCreds } from "../src/security/privileges.ts";
 import { userByName } from "../ffi/privileges.ts";
 import {
   DENO,

@@ -12,7 +12,7 @@ import {
   resolveUser,
   splitNul,
   stage2Environment,
-} from "../src/privileges.ts";
+} from "../src/security/privileges.ts";
 import { Cap, capBit } from "../ffi/privileges.ts";
 
 const ALL = (1n << 41n) - 1n;

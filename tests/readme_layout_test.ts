@@ -1,12 +1,13 @@
 /**
  * README.md's layout table names every file directly under src/ (by concern),
- * and src/tools/ as a whole, so a new module cannot go undocumented.
+ * and each folder under src/ (commands/, security/) as a whole, so a new
+ * module cannot go undocumented.
  */
 import assert from "node:assert/strict";
 
 const root = new URL("../", import.meta.url);
 
-Deno.test("README layout: the src/ row names every src/*.ts file and src/tools/", () => {
+Deno.test("README layout: the src/ row names every src/*.ts file and every folder under src/", () => {
   const readme = Deno.readTextFileSync(new URL("README.md", root));
   const row = readme.split("\n").find((l) => l.startsWith("| `src/`"));
   assert.ok(row, "README.md has no `src/` row in its layout table");

@@ -1,11 +1,11 @@
-// The security hooks (src/security.ts) with a fake SELinux backend and a
+// The security hooks (src/security/mod.ts) with a fake SELinux backend and a
 // capturing log sink: admit, access (with AVC-like lines) and audit.
 
 import assert from "node:assert/strict";
 import { configure, type LogRecord, reset } from "@logtape/logtape";
-import { OPEN_PEER_POLICY } from "../src/access_policy.ts";
-import { createSecurity } from "../src/security.ts";
-import { createAccessChecker, type SelinuxBackend } from "../src/selinux_access.ts";
+import { OPEN_PEER_POLICY } from "../src/security/access_policy.ts";
+import { createSecurity } from "../src/security/mod.ts";
+import { createAccessChecker, type SelinuxBackend } from "../src/security/selinux_access.ts";
 import { formatLine } from "../src/log.ts";
 import type { DeviceFacts } from "../src/device_check.ts";
 import { parsePrCdb } from "../src/cdb.ts";

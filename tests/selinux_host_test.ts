@@ -1,5 +1,5 @@
 // The SELinux checker on this host (SELinux off) and with a fake libselinux
-// backend (src/selinux_access.ts wiring: what is read, fail-closed on errors).
+// backend (src/security/selinux_access.ts wiring: what is read, fail-closed on errors).
 // Findings 14.1 (SELinux active decided by the kernel, not libselinux) and
 // 14.6 (the policy's ioctl extended permissions) are marked in test names.
 
@@ -10,8 +10,8 @@ import {
   formatAvc,
   readKernelSelinuxFacts,
   type SelinuxBackend,
-} from "../src/selinux_access.ts";
-import type { KernelSelinuxFacts } from "../src/access_policy.ts";
+} from "../src/security/selinux_access.ts";
+import type { KernelSelinuxFacts } from "../src/security/access_policy.ts";
 import { type AvDecision, openLibselinux } from "../ffi/selinux.ts";
 import { readLoadedPolicy, readSelfContext, statFilesystem } from "../ffi/selinuxfs.ts";
 import { closeFd } from "../ffi/files.ts";

@@ -1,5 +1,5 @@
 // The binary-policy reader and the kernel's ioctl extended-permission decision
-// (src/selinux_policy.ts), finding 14.6: the daemon's SELinux question must
+// (src/security/selinux_policy.ts), finding 14.6: the daemon's SELinux question must
 // include `allowxperm` rules, which the kernel applies to SG_IO (0x2285) and
 // /sys/fs/selinux/access does not report. The images are checkpolicy's
 // (tests/fixtures/selinux/xperm_policy.conf, build.sh), not written by us.
@@ -11,7 +11,7 @@ import {
   parseBinaryPolicy,
   PolicyFormatError,
   SG_IO_COMMAND,
-} from "../src/selinux_policy.ts";
+} from "../src/security/selinux_policy.ts";
 
 const fixture = (name: string) =>
   Deno.readFileSync(new URL(`./fixtures/selinux/${name}`, import.meta.url));

@@ -14,7 +14,7 @@ import {
   decideIoctlXperm,
   parseBinaryPolicy,
   SG_IO_COMMAND,
-} from "../../../../src/selinux_policy.ts";
+} from "../../../../src/security/selinux_policy.ts";
 
 const [inPath, outPath, ...rules] = Deno.args;
 if (!inPath || !outPath || rules.length === 0) {

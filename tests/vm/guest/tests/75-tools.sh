@@ -13,7 +13,7 @@
 . $RIG/lib.sh
 have_prhelperd || skip "prhelperd not in the tree yet"
 have_deno || { echo "no deno"; exit 1; }
-[ -f $PRJ/src/tools/client_command.ts ] || skip "prhelperd client not in the tree yet"
+[ -f $PRJ/src/commands/client_command.ts ] || skip "prhelperd client not in the tree yet"
 if [ -d /sys/fs/selinux ]; then  # SELinux boot: a policy, permissive, before the daemon starts
   grep -q selinuxfs /proc/mounts || mount -t selinuxfs selinuxfs /sys/fs/selinux
   [ -e /sys/fs/selinux/class/blk_file ] || expect 0 load_policy

@@ -1,6 +1,6 @@
 /**
  * The AppArmor access check's decisions, as pure functions of their inputs
- * (no I/O here; src/apparmor_access.ts reads the inputs).
+ * (no I/O here; src/security/apparmor_access.ts reads the inputs).
  *
  * - {@linkcode decideApparmorState}: at start-up, whether the kernel runs
  *   AppArmor and whether the daemon can ask it (the query interface

@@ -36,17 +36,21 @@ import {
   type SelinuxState,
   type XpermAnswer,
 } from "./access_policy.ts";
-import { type AvDecision, openLibselinux, SELINUX_AVD_FLAGS_PERMISSIVE } from "../ffi/selinux.ts";
+import {
+  type AvDecision,
+  openLibselinux,
+  SELINUX_AVD_FLAGS_PERMISSIVE,
+} from "../../ffi/selinux.ts";
 import {
   readLoadedPolicy,
   readSelfContext,
   SELINUX_MAGIC,
   SELINUXFS_PATH,
   statFilesystem,
-} from "../ffi/selinuxfs.ts";
-import { Errno, SysError } from "../ffi/errno.ts";
-import { readSmallFile } from "../ffi/files.ts";
-import { peerSecurityContext } from "../ffi/sockets.ts";
+} from "../../ffi/selinuxfs.ts";
+import { Errno, SysError } from "../../ffi/errno.ts";
+import { readSmallFile } from "../../ffi/files.ts";
+import { peerSecurityContext } from "../../ffi/sockets.ts";
 import { formatFields } from "./audit.ts";
 import { type BinaryPolicy, decideIoctlXperm, parseBinaryPolicy } from "./selinux_policy.ts";
 

@@ -3,7 +3,7 @@
  * names, short forms, defaults and exit statuses as sg_persist 0.67
  * (sg3_utils 1.46); the command travels over the qemu-pr-helper protocol
  * with the device's fd, exactly as QEMU sends it, and the reply is decoded
- * as sg_persist decodes it (src/tools/prin_decode.ts), or printed as JSON.
+ * as sg_persist decodes it (src/commands/prin_decode.ts), or printed as JSON.
  *
  * Differences from sg_persist: no INQUIRY is sent (the helper passes PR
  * commands only), so the output equals `sg_persist --no-inquiry`'s;

@@ -7,7 +7,7 @@
  *   SELinux (decided from the kernel's own signs, never from libselinux's
  *   `is_selinux_enabled()`) and whether the daemon can ask it.
  * - {@linkcode decideAccess}: the per-request SELinux check. Given what the
- *   I/O edge (src/selinux_access.ts) read — is SELinux on, is it enforcing,
+ *   I/O edge (src/security/selinux_access.ts) read — is SELinux on, is it enforcing,
  *   the client's and the device node's contexts, the kernel's access-vector
  *   answer for `ioctl` on `blk_file`/`chr_file` and the loaded policy's
  *   ioctl extended permissions for SG_IO — it returns allow or deny, whether
@@ -20,7 +20,7 @@
  * @module
  */
 
-import type { FileKind } from "../ffi/files.ts";
+import type { FileKind } from "../../ffi/files.ts";
 
 // ---------------------------------------------------------------- SELinux
 
@@ -42,7 +42,7 @@ export type ContextRead = { context: string } | { error: string };
 
 /**
  * The extended-permission part of the kernel's ioctl decision for SG_IO, from
- * the loaded policy (src/selinux_policy.ts `decideIoctlXperm`).
+ * the loaded policy (src/security/selinux_policy.ts `decideIoctlXperm`).
  */
 export type XpermAnswer =
   /** No `allowxperm`/`auditallowxperm`/`dontauditxperm` rule for (source, target, class). */

@@ -36,7 +36,7 @@
  * @module
  */
 
-import { isOpenFd, readLink, readSmallFile, setCloexec } from "../ffi/files.ts";
+import { isOpenFd, readLink, readSmallFile, setCloexec } from "../../ffi/files.ts";
 import {
   boundingSet,
   Cap,
@@ -65,7 +65,7 @@ import {
   supplementaryGroups,
   userById,
   userByName,
-} from "../ffi/privileges.ts";
+} from "../../ffi/privileges.ts";
 
 /** The environment variable that carries the fds from stage 1 to stage 2. */
 export const STAGE2_ENV = "PRHELPERD_STAGE2";

@@ -12,9 +12,9 @@
 import type { Logger } from "@logtape/logtape";
 import { decidePeer, describePeerPolicy, type PeerPolicy } from "./access_policy.ts";
 import { auditProperties, buildAuditRecord, quoteFieldValue } from "./audit.ts";
-import { logger } from "./log.ts";
-import { parseSense } from "./sense.ts";
-import { ScsiStatus } from "./wire.ts";
+import { logger } from "../log.ts";
+import { parseSense } from "../sense.ts";
+import { ScsiStatus } from "../wire.ts";
 import { type ApparmorChecker, createApparmorChecker } from "./apparmor_access.ts";
 import {
   type ApparmorLabel,
@@ -22,7 +22,7 @@ import {
   formatApparmorAudit,
   type UnconfinedPolicy,
 } from "./apparmor_policy.ts";
-import type { AccessCheck, AccessVerdict, AuditEvent, Peer } from "./request_handler.ts";
+import type { AccessCheck, AccessVerdict, AuditEvent, Peer } from "../request_handler.ts";
 import {
   type AccessChecker,
   type AccessRequest,

@@ -1,9 +1,9 @@
 /**
  * `prhelperd check`'s judgements: each area's finding from what the probes
- * gathered (src/tools/check_probes.ts), pure functions with no I/O, and the
+ * gathered (src/commands/check_probes.ts), pure functions with no I/O, and the
  * text report. Areas: the device (the daemon's own rule,
  * src/device_check.ts), PR support (REPORT CAPABILITIES), SELinux (the
- * daemon's own decision, src/access_policy.ts), the running daemon, and the
+ * daemon's own decision, src/security/access_policy.ts), the running daemon, and the
  * socket's permissions for the QEMU user.
  *
  * @module
@@ -15,11 +15,11 @@ import {
   decideAccess,
   type DeviceKind,
   securityClassFor,
-} from "../access_policy.ts";
+} from "../security/access_policy.ts";
 import { PrInAction } from "../cdb.ts";
 import { decideDevice, type DeviceFacts } from "../device_check.ts";
 import { Cap, capBit } from "../../ffi/privileges.ts";
-import type { StatusCreds } from "../privileges.ts";
+import type { StatusCreds } from "../security/privileges.ts";
 import { formatSense, parseSense } from "../sense.ts";
 import { describeOutcome, type MultipathdOutcome } from "../multipathd.ts";
 import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";

@@ -1,6 +1,6 @@
 /**
  * `prhelperd check`'s probes: the I/O that gathers what
- * src/tools/check_findings.ts judges (the device, REPORT CAPABILITIES through
+ * src/commands/check_findings.ts judges (the device, REPORT CAPABILITIES through
  * the helper or by SG_IO, SELinux labels and access vectors, the daemon's
  * credentials, the socket's mode), and {@linkcode runCheck}, which runs them
  * all. Never throws for what it finds.
@@ -34,13 +34,13 @@ import {
   type DeviceKind,
   securityClassFor,
   selinuxActive,
-} from "../access_policy.ts";
+} from "../security/access_policy.ts";
 import { PrInAction, prInCdb } from "../cdb.ts";
 import { PrHelperClient } from "../client.ts";
 import { decideDevice, probeDevice } from "../device_check.ts";
-import { parseStatus, type StatusCreds } from "../privileges.ts";
+import { parseStatus, type StatusCreds } from "../security/privileges.ts";
 import { mapSgIoOutcome, parseSense, SenseKey } from "../sense.ts";
-import { readKernelSelinuxFacts } from "../selinux_access.ts";
+import { readKernelSelinuxFacts } from "../security/selinux_access.ts";
 import { MAX_DATA_LEN, ScsiStatus } from "../wire.ts";
 import { mapName } from "../multipath.ts";
 import { askMultipathdSync } from "../multipathd.ts";

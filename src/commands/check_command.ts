@@ -9,15 +9,15 @@
  *    or by SG_IO directly: types, ATP_C, PTPL_C;
  * 3. SELinux: on/off, enforcing, the device's label, and with `--as` whether
  *    a client in that context may use the device (the daemon's own
- *    decision, src/access_policy.ts) and connect to the daemon;
+ *    decision, src/security/access_policy.ts) and connect to the daemon;
  * 4. the running daemon (`--socket`): its user and whether CAP_SYS_RAWIO is
  *    effective (pid from SO_PEERCRED, /proc/PID/status);
  * 5. the socket: can the QEMU user (libvirt-qemu, qemu, group kvm) connect.
  *
  * This module is the command: its arguments (an option table on
- * src/tools/getopt.ts) and the run. The judgements are pure functions in
- * src/tools/check_findings.ts; the probes that gather their inputs are in
- * src/tools/check_probes.ts. Exit status 0 if nothing failed, else 1.
+ * src/commands/getopt.ts) and the run. The judgements are pure functions in
+ * src/commands/check_findings.ts; the probes that gather their inputs are in
+ * src/commands/check_probes.ts. Exit status 0 if nothing failed, else 1.
  *
  * @module
  */

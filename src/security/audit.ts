@@ -15,9 +15,9 @@
  * @module
  */
 
-import { readSmallBytes } from "../ffi/files.ts";
-import { parsePrCdb } from "./cdb.ts";
-import { ScsiStatus } from "./wire.ts";
+import { readSmallBytes } from "../../ffi/files.ts";
+import { parsePrCdb } from "../cdb.ts";
+import { ScsiStatus } from "../wire.ts";
 
 // ---------------------------------------------------------------- key=value
 

@@ -37,7 +37,7 @@ import {
   queryApparmor,
   readOptional,
   readProcessLabel,
-} from "../ffi/apparmorfs.ts";
+} from "../../ffi/apparmorfs.ts";
 
 /** The kernel calls the checker makes (the real ones, or fakes in tests). */
 export interface ApparmorBackend {
