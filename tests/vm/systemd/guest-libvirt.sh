@@ -22,6 +22,7 @@
 set -u
 DIR=/opt/prhelperd-test
 FAILS=0
+DONE=0
 T0=$(date +%s)
 ok()   { echo "VMTEST ok: $*"; }
 bad()  { echo "VMTEST FAIL: $*"; FAILS=$((FAILS+1)); }
@@ -37,6 +38,8 @@ finish() {
     echo "--- $n: qemu log (tail)"; tail -8 /var/log/libvirt/qemu/$n.log 2>/dev/null
   done
   echo "TIMING libvirt e2e total: $(elapsed)s"
+  # a run cut short (an early exit, the unit's timeout) is no pass
+  [ $DONE = 1 ] || bad "the test did not run to its end"
   if [ $FAILS = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL ($FAILS)"; fi
   sync
   systemctl --no-block poweroff
@@ -338,3 +341,4 @@ check '! journalctl -b --no-pager -o cat | grep -qiE "notification message from 
   "no sd_notify message from a managed helper reached systemd (no journal warning)"
 check '! journalctl -u prhelperd.service -o json --no-pager | grep -q "\"PRIORITY\":\"[0-3]\""' \
   "no error in prhelperd.service's journal"
+DONE=1
