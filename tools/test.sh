@@ -123,7 +123,9 @@ if [ $host_only = 0 ]; then
       systemd_run systemd-multipathd multipathd # issue 18.1/18.2: multipathd re-registers a reinstated path
       systemd_run systemd-selinux selinux       # issue 15.2/15.3: SELinux enforcing, the policy module (about 5 min)
       systemd_run systemd-apparmor apparmor     # issue 17: Debian's default AppArmor, the package's profile, virt-aa-helper profiles (~2.5 min)
-      systemd_run systemd-libvirt libvirt -T 1500   # issue 15.1: libvirtd, managed and shared, two TCG-in-TCG guests
+      # issue 15.1, libvirt end to end (libvirtd, managed and shared, two TCG-in-TCG
+      # guests): opt-in until it completes in reasonable time (docs/libvirt.md)
+      if [ "${PRHELPERD_VM_LIBVIRT:-0}" = 1 ]; then systemd_run systemd-libvirt libvirt -T 2400; fi
     else
       echo "--- VM boot: systemd package tests skipped (PRHELPERD_VM_SYSTEMD=0)"
     fi

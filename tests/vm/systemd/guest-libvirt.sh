@@ -22,6 +22,7 @@
 set -u
 DIR=/opt/prhelperd-test
 FAILS=0
+DONE=0
 T0=$(date +%s)
 ok()   { echo "VMTEST ok: $*"; }
 bad()  { echo "VMTEST FAIL: $*"; FAILS=$((FAILS+1)); }
@@ -37,6 +38,8 @@ finish() {
     echo "--- $n: qemu log (tail)"; tail -8 /var/log/libvirt/qemu/$n.log 2>/dev/null
   done
   echo "TIMING libvirt e2e total: $(elapsed)s"
+  # a run cut short (an early exit, the unit's timeout) is no pass
+  [ $DONE = 1 ] || bad "the test did not run to its end"
   if [ $FAILS = 0 ]; then echo "VMTEST-RESULT: PASS"; else echo "VMTEST-RESULT: FAIL ($FAILS)"; fi
   sync
   systemctl --no-block poweroff
@@ -189,14 +192,18 @@ attach_serial() {  # NAME
   local sock=/var/lib/libvirt/qemu/$1.serial
   rm -f /run/l2-$1.in; mkfifo /run/l2-$1.in; : > /run/l2-$1.log
   for n in $(seq 300); do [ -S $sock ] && break; sleep 0.1; done
-  socat UNIX-CONNECT:$sock "OPEN:/run/l2-$1.in,rdonly,ignoreeof!!OPEN:/run/l2-$1.log,creat,append,wronly" &
+  socat UNIX-CONNECT:$sock "OPEN:/run/l2-$1.in,rdonly,ignoreeof!!OPEN:/run/l2-$1.log,creat,append,wronly" \
+    2> /run/l2-$1.socat.err &
+  echo $! > /run/l2-$1.socat.pid
 }
 wait_log() {  # NAME PATTERN SECONDS (a progress line every 30 s keeps run.sh's watchdog calm)
   local n
   for n in $(seq $(( $3 * 2 ))); do
     grep -aq "$2" /run/l2-$1.log && return 0
     [ $((n % 60)) = 0 ] && echo "  waiting for $1 ($2): $((n / 2))s, $(virsh domstate $1 2>&1 | head -1)," \
-      "serial $(stat -c %s /run/l2-$1.log) bytes"
+      "serial $(stat -c %s /run/l2-$1.log) bytes, socat $(kill -0 "$(cat /run/l2-$1.socat.pid)" 2>/dev/null &&
+        echo running || echo "gone: $(cat /run/l2-$1.socat.err)"), qemu cpu" \
+      "$(ps -o time= -p "$(cat /run/libvirt/qemu/$1.pid 2>/dev/null)" 2>/dev/null)"
     sleep 0.5
   done
   return 1
@@ -335,3 +342,4 @@ check '! journalctl -b --no-pager -o cat | grep -qiE "notification message from 
   "no sd_notify message from a managed helper reached systemd (no journal warning)"
 check '! journalctl -u prhelperd.service -o json --no-pager | grep -q "\"PRIORITY\":\"[0-3]\""' \
   "no error in prhelperd.service's journal"
+DONE=1
