@@ -74,6 +74,86 @@ function template(keys: readonly string[]): string {
   return keys.map((k) => `${k}={${k}}`).join(" ");
 }
 
+/** The input of an access check. */
+type AccessInput = Parameters<AccessCheck["check"]>[0];
+
+/** SELinux's part of the access check: the refusal, or null if SELinux allows it. */
+function selinuxDenial(
+  checker: AccessChecker,
+  log: Logger,
+  { peer, fd, facts }: AccessInput,
+): AccessVerdict | null {
+  const request: AccessRequest = {
+    peerContext: peer.context === null
+      ? { error: "the socket carries no security context (SO_PEERSEC)" }
+      : { context: peer.context },
+    fd,
+    deviceKind: facts.kind,
+    peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid },
+    major: facts.major,
+    minor: facts.minor,
+  };
+  const d = checker.check(request);
+  if (d.wouldDeny) {
+    const line = formatAvc(d, request);
+    if (line !== null) {
+      // the line is the message; braces are escaped for LogTape's template syntax
+      log.warning(line.replaceAll("{", "{{").replaceAll("}", "}}"), { conn: peer.connection });
+    }
+  }
+  if (d.verdict === "allow") return null;
+  return { allow: false, reason: `SELinux: ${d.reason}${d.detail ? ` (${d.detail})` : ""}` };
+}
+
+/** AppArmor's part of the access check, for a client whose label was read at accept. */
+function apparmorVerdict(
+  apparmor: ApparmorChecker,
+  log: Logger,
+  { peer, facts, label }: AccessInput & { label: ApparmorLabel | { error: string } },
+): AccessVerdict {
+  const a = apparmor.check({
+    label,
+    kind: facts.kind === "char" ? "char" : "block",
+    major: facts.major,
+    minor: facts.minor,
+  });
+  if (a.wouldDeny) {
+    const line = formatApparmorAudit(a, peer);
+    log.warning(line.replaceAll("{", "{{").replaceAll("}", "}}"), { conn: peer.connection });
+  }
+  return a.verdict === "allow"
+    ? { allow: true }
+    : { allow: false, reason: `AppArmor: ${a.reason}${a.detail ? ` (${a.detail})` : ""}` };
+}
+
+/** One audit line for a PR OUT that reached the device. */
+function logAudit(log: Logger, event: AuditEvent): void {
+  const kind = event.facts.kind === "char" ? "char" : "block";
+  const record = buildAuditRecord({
+    peer: {
+      pid: event.peer.pid,
+      uid: event.peer.uid,
+      gid: event.peer.gid,
+      context: event.peer.context,
+    },
+    device: { kind, major: event.facts.major, minor: event.facts.minor },
+    cdb: event.command.deviceCdb,
+    result: {
+      status: event.status,
+      ...(event.status === ScsiStatus.CHECK_CONDITION
+        ? { sense: parseSense(event.sense) ?? undefined }
+        : {}),
+    },
+  });
+  // free-text values are pre-quoted where needed, so the rendered line stays k=v parseable
+  const props: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(auditProperties(record))) {
+    props[k] = typeof v === "string" ? quoteFieldValue(v) : v;
+  }
+  props.conn = event.peer.connection;
+  log.info(`audit: ${template(Object.keys(props))}`, props);
+}
+
 /**
  * Build the hooks: resolve the peer policy (throws naming an unknown user or
  * group), create the SELinux checker (throws in mode "require" if it cannot
@@ -112,48 +192,14 @@ export function createSecurity(options: SecurityOptions = {}): Security {
   };
 
   const access: AccessCheck = {
-    check({ peer, fd, facts }): AccessVerdict {
-      const request: AccessRequest = {
-        peerContext: peer.context === null
-          ? { error: "the socket carries no security context (SO_PEERSEC)" }
-          : { context: peer.context },
-        fd,
-        deviceKind: facts.kind,
-        peer: { pid: peer.pid, uid: peer.uid, gid: peer.gid },
-        major: facts.major,
-        minor: facts.minor,
-      };
-      const d = checker.check(request);
-      if (d.wouldDeny) {
-        const line = formatAvc(d, request);
-        if (line !== null) {
-          // the line is the message; braces are escaped for LogTape's template syntax
-          selinuxLog.warning(line.replaceAll("{", "{{").replaceAll("}", "}}"), {
-            conn: peer.connection,
-          });
-        }
-      }
-      if (d.verdict !== "allow") {
-        return { allow: false, reason: `SELinux: ${d.reason}${d.detail ? ` (${d.detail})` : ""}` };
-      }
+    check(input): AccessVerdict {
+      const denied = selinuxDenial(checker, selinuxLog, input);
+      if (denied !== null) return denied;
+      const { facts, peer } = input;
       if (apparmor.state.kind === "off" || (facts.kind !== "block" && facts.kind !== "char")) {
         return { allow: true };
       }
-      const a = apparmor.check({
-        label: labelOf(peer),
-        kind: facts.kind,
-        major: facts.major,
-        minor: facts.minor,
-      });
-      if (a.wouldDeny) {
-        const line = formatApparmorAudit(a, peer);
-        apparmorLog.warning(line.replaceAll("{", "{{").replaceAll("}", "}}"), {
-          conn: peer.connection,
-        });
-      }
-      return a.verdict === "allow"
-        ? { allow: true }
-        : { allow: false, reason: `AppArmor: ${a.reason}${a.detail ? ` (${a.detail})` : ""}` };
+      return apparmorVerdict(apparmor, apparmorLog, { ...input, label: labelOf(peer) });
     },
   };
 
@@ -170,30 +216,7 @@ export function createSecurity(options: SecurityOptions = {}): Security {
     },
     access,
     audit(event: AuditEvent): void {
-      const kind = event.facts.kind === "char" ? "char" : "block";
-      const record = buildAuditRecord({
-        peer: {
-          pid: event.peer.pid,
-          uid: event.peer.uid,
-          gid: event.peer.gid,
-          context: event.peer.context,
-        },
-        device: { kind, major: event.facts.major, minor: event.facts.minor },
-        cdb: event.command.deviceCdb,
-        result: {
-          status: event.status,
-          ...(event.status === ScsiStatus.CHECK_CONDITION
-            ? { sense: parseSense(event.sense) ?? undefined }
-            : {}),
-        },
-      });
-      // free-text values are pre-quoted where needed, so the rendered line stays k=v parseable
-      const props: Record<string, string | number> = {};
-      for (const [k, v] of Object.entries(auditProperties(record))) {
-        props[k] = typeof v === "string" ? quoteFieldValue(v) : v;
-      }
-      props.conn = event.peer.connection;
-      auditLog.info(`audit: ${template(Object.keys(props))}`, props);
+      logAudit(auditLog, event);
     },
     close(): void {
       checker.close();

@@ -14,9 +14,7 @@ set -u
 DIR=/opt/prhelperd-test
 SOCK=/run/prhelperd.sock
 FAILS=0
-ok()   { echo "VMTEST ok: $*"; }
-bad()  { echo "VMTEST FAIL: $*"; FAILS=$((FAILS+1)); }
-check() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
+. $DIR/systemd/guest-lib.sh
 finish() {
   echo "--- journal of prhelperd"
   journalctl -u prhelperd.service -o short-precise --no-pager | tail -30
@@ -38,33 +36,11 @@ check 'DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" >/dev/null' "apt
 check '[ -f /usr/lib/udev/rules.d/61-prhelperd-multipath.rules ]' "the package's udev rule is installed"
 
 # 2. one LIO LUN behind two tcm_loop nexuses: two SCSI paths with one WWID
-T=/sys/kernel/config/target
-modprobe configfs; mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
-for m in target_core_mod target_core_file tcm_loop sd_mod sg dm_multipath; do modprobe $m; done
-mkdir -p /var/target/pr
-truncate -s 64M /var/tmp/lun0.img
-BS=$T/core/fileio_0/lun0; mkdir -p $BS
-echo "fd_dev_name=/var/tmp/lun0.img,fd_dev_size=67108864" > $BS/control
-echo 1 > $BS/enable
-echo 5a1d0e8c-0000-4000-8000-00000000beef > $BS/wwn/vpd_unit_serial
-PATHS=""
-for n in 1 2; do
-  W=$T/loopback/naa.500140500000000$n
-  mkdir -p $W/tpgt_1/lun/lun_0
-  echo naa.5001405aaaaaaaa$n > $W/tpgt_1/nexus
-  ln -s $BS $W/tpgt_1/lun/lun_0/lun0
-  addr=$(cat $W/tpgt_1/address)
-  for i in $(seq 100); do
-    d=$(ls /sys/class/scsi_device/$addr:0/device/block 2>/dev/null) && [ -b /dev/$d ] && break
-    sleep 0.1
-  done
-  PATHS="$PATHS $d"
-done
-set -- $PATHS; P1=$1; P2=${2:-}
+lio_two_paths 5a1d0e8c-0000-4000-8000-00000000beef
 check '[ -b /dev/$P1 ] && [ -n "$P2" ] && [ -b /dev/$P2 ]' "two SCSI paths: $P1 $P2"
 
 # 3. multipathd builds the map (every non-virtio disk is a path; no wwids file needed)
-cat > /etc/multipath.conf <<'CONF'
+multipathd_map "$(cat <<'CONF'
 defaults {
     user_friendly_names yes
     find_multipaths no
@@ -73,13 +49,7 @@ blacklist {
     devnode "^vd"
 }
 CONF
-systemctl start multipathd.service
-MAP=""
-for i in $(seq 150); do
-  MAP=$(dmsetup ls --target multipath 2>/dev/null | awk 'NR==1 {print $1}')
-  [ -n "$MAP" ] && [ -b /dev/mapper/$MAP ] && break
-  sleep 0.2
-done
+)"
 check '[ -n "$MAP" ] && [ -b /dev/mapper/$MAP ]' "multipathd made the map /dev/mapper/$MAP"
 multipath -ll 2>&1 | sed 's/^/  /'
 check '[ "$(ls /sys/block/$(basename $(readlink -f /dev/mapper/$MAP))/slaves | sort | tr "\n" " ")" = "$(printf "%s\n" $P1 $P2 | sort | tr "\n" " ")" ]' \

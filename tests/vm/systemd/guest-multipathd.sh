@@ -22,9 +22,7 @@ DIR=/opt/prhelperd-test
 SOCK=/run/prhelperd-root.sock
 LOG=/var/tmp/prhelperd-root.log
 FAILS=0
-ok()   { echo "VMTEST ok: $*"; }
-bad()  { echo "VMTEST FAIL: $*"; FAILS=$((FAILS+1)); }
-check() { if eval "$1"; then ok "$2"; else bad "$2"; fi; }
+. $DIR/systemd/guest-lib.sh
 finish() {
   echo "--- log of prhelperd (root)"
   tail -40 $LOG 2>/dev/null
@@ -47,33 +45,12 @@ check 'DEBIAN_FRONTEND=noninteractive apt-get install -y "$deb" >/dev/null' "apt
 
 # 2. one LIO LUN behind two tcm_loop nexuses: two SCSI paths with one WWID
 #    (initiator naa.5001405aaaaaaaa1 for path 1, ...aaaa2 for path 2)
-T=/sys/kernel/config/target
-modprobe configfs; mountpoint -q /sys/kernel/config || mount -t configfs configfs /sys/kernel/config
-for m in target_core_mod target_core_file tcm_loop sd_mod sg dm_multipath; do modprobe $m; done
-mkdir -p /var/target/pr
-truncate -s 64M /var/tmp/lun0.img
-BS=$T/core/fileio_0/lun0; mkdir -p $BS
-echo "fd_dev_name=/var/tmp/lun0.img,fd_dev_size=67108864" > $BS/control
-echo 1 > $BS/enable
-echo 5a1d0e8c-0000-4000-8000-00000000beef > $BS/wwn/vpd_unit_serial
-PATHS=""
-for n in 1 2; do
-  W=$T/loopback/naa.500140500000000$n
-  mkdir -p $W/tpgt_1/lun/lun_0
-  echo naa.5001405aaaaaaaa$n > $W/tpgt_1/nexus
-  ln -s $BS $W/tpgt_1/lun/lun_0/lun0
-  addr=$(cat $W/tpgt_1/address)
-  for i in $(seq 100); do
-    d=$(ls /sys/class/scsi_device/$addr:0/device/block 2>/dev/null) && [ -b /dev/$d ] && break
-    sleep 0.1
-  done
-  PATHS="$PATHS $d"
-done
-set -- $PATHS; P1=$1; P2=${2:-}
+lio_two_paths 5a1d0e8c-0000-4000-8000-00000000beef
 check '[ -b /dev/$P1 ] && [ -n "$P2" ] && [ -b /dev/$P2 ]' "two SCSI paths: $P1 (initiator ...aa1) $P2 (...aa2)"
 
 # 3. multipathd with reservation_key file builds the map
-cat > /etc/multipath.conf <<'CONF'
+rm -f /etc/multipath/prkeys
+multipathd_map "$(cat <<'CONF'
 defaults {
     user_friendly_names yes
     find_multipaths no
@@ -85,14 +62,7 @@ blacklist {
     devnode "^vd"
 }
 CONF
-rm -f /etc/multipath/prkeys
-systemctl start multipathd.service
-MAP=""
-for i in $(seq 150); do
-  MAP=$(dmsetup ls --target multipath 2>/dev/null | awk 'NR==1 {print $1}')
-  [ -n "$MAP" ] && [ -b /dev/mapper/$MAP ] && break
-  sleep 0.2
-done
+)"
 check '[ -n "$MAP" ] && [ -b /dev/mapper/$MAP ]' "multipathd made the map /dev/mapper/$MAP"
 multipath -ll 2>&1 | sed 's/^/  /'
 
