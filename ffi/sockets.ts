@@ -29,15 +29,19 @@ const MSG_CMSG_CLOEXEC = 0x40000000;
 
 // ---------------------------------------------------------------- sockets
 
-function sockaddrUn(path: string): Uint8Array {
-  const bytes = new TextEncoder().encode(path);
-  if (bytes.length === 0 || bytes.length > 107) {
-    throw new RangeError(`unix socket path "${path}" must be 1 to 107 bytes long`);
+/** A `sockaddr_un` for a filesystem path or an abstract name, and the length to pass with it. */
+function sockaddrUn(name: string, kind: "path" | "abstract"): { sa: Uint8Array; len: number } {
+  const bytes = new TextEncoder().encode(name);
+  // a path keeps its terminating NUL; an abstract name starts after a NUL and has none
+  const at = SOCKADDR_UN.sun_path + (kind === "abstract" ? 1 : 0);
+  const max = SOCKADDR_UN.size - at - (kind === "path" ? 1 : 0);
+  if (bytes.length === 0 || bytes.length > max) {
+    throw new RangeError(`unix socket ${kind} "${name}" must be 1 to ${max} bytes long`);
   }
   const sa = new Uint8Array(SOCKADDR_UN.size);
   new DataView(sa.buffer).setUint16(SOCKADDR_UN.sun_family, AF_UNIX, true);
-  sa.set(bytes, SOCKADDR_UN.sun_path);
-  return sa;
+  sa.set(bytes, at);
+  return { sa, len: at + bytes.length + (kind === "path" ? 1 : 0) };
 }
 
 /** Options for {@linkcode unixSocket}. */
@@ -64,34 +68,19 @@ export function unixSocketPair(): [number, number] {
 
 /** bind(2) a unix socket to a filesystem path. */
 export function bindUnix(fd: number, path: string): void {
-  const sa = sockaddrUn(path);
-  check("bind", libc.bind(fd, sa, sa.length), path);
+  const { sa, len } = sockaddrUn(path, "path");
+  check("bind", libc.bind(fd, sa, len), path);
 }
 
 /** connect(2) a unix socket to a filesystem path. */
 export function connectUnix(fd: number, path: string): void {
-  const sa = sockaddrUn(path);
-  check("connect", libc.connect(fd, sa, sa.length), path);
-}
-
-/**
- * A `sockaddr_un` for the abstract name `name` (sun_path[0] is NUL, the name
- * follows without a terminating NUL) and its length.
- */
-function abstractAddress(name: string): { sa: Uint8Array; len: number } {
-  const bytes = new TextEncoder().encode(name);
-  if (bytes.length === 0 || bytes.length > 106) {
-    throw new RangeError(`abstract socket name "${name}" must be 1 to 106 bytes long`);
-  }
-  const sa = new Uint8Array(SOCKADDR_UN.size);
-  new DataView(sa.buffer).setUint16(SOCKADDR_UN.sun_family, AF_UNIX, true);
-  sa.set(bytes, SOCKADDR_UN.sun_path + 1);
-  return { sa, len: SOCKADDR_UN.sun_path + 1 + bytes.length };
+  const { sa, len } = sockaddrUn(path, "path");
+  check("connect", libc.connect(fd, sa, len), path);
 }
 
 /** bind(2) a unix socket to the abstract name `name` (no leading NUL or `@`). */
 export function bindAbstract(fd: number, name: string): void {
-  const { sa, len } = abstractAddress(name);
+  const { sa, len } = sockaddrUn(name, "abstract");
   check("bind", libc.bind(fd, sa, len), `@${name}`);
 }
 
@@ -100,7 +89,7 @@ export function bindAbstract(fd: number, name: string): void {
  * `@`). On a non-blocking socket a full backlog is an EAGAIN error.
  */
 export function connectAbstract(fd: number, name: string): void {
-  const { sa, len } = abstractAddress(name);
+  const { sa, len } = sockaddrUn(name, "abstract");
   check("connect", libc.connect(fd, sa, len), `@${name}`);
 }
 
@@ -195,16 +184,10 @@ export function socketInfo(fd: number): SocketInfo {
 
 /** Send a datagram to a unix socket path; a leading `@` names an abstract socket. */
 export function sendDatagram(fd: number, path: string, data: Uint8Array): void {
-  const abstract = path.startsWith("@");
-  const bytes = new TextEncoder().encode(abstract ? path.slice(1) : path);
-  if (bytes.length === 0 || bytes.length > 107) {
-    throw new RangeError(`datagram socket path "${path}" must be 1 to 107 bytes long`);
-  }
-  const sa = new Uint8Array(SOCKADDR_UN.size);
-  new DataView(sa.buffer).setUint16(SOCKADDR_UN.sun_family, AF_UNIX, true);
-  sa.set(bytes, SOCKADDR_UN.sun_path + (abstract ? 1 : 0));
-  const salen = SOCKADDR_UN.sun_path + (abstract ? 1 : 0) + bytes.length + (abstract ? 0 : 1);
-  check("sendto", libc.sendto(fd, data, BigInt(data.length), MSG_NOSIGNAL, sa, salen), path);
+  const { sa, len } = path.startsWith("@")
+    ? sockaddrUn(path.slice(1), "abstract")
+    : sockaddrUn(path, "path");
+  check("sendto", libc.sendto(fd, data, BigInt(data.length), MSG_NOSIGNAL, sa, len), path);
 }
 
 // ---------------------------------------------------------------- recvmsg / sendmsg
