@@ -148,8 +148,6 @@ echo "reference (qemu-pr-helper): $(ls $W/ref/*.tr | wc -l) transcripts, $(nreq 
 # ---------------------------------------------------------------- the daemon
 PRD_ENV="LD_PRELOAD=$MDBG GLIBC_TUNABLES=glibc.malloc.check=3 MALLOC_PERTURB_=165" \
   prd_start $SOCK || exit 1
-check "grep -q libc_malloc_debug /proc/$PRD_PID/maps" "the daemon runs with glibc's malloc checking ($MDBG loaded)"
-check "tr '\\0' ' ' < /proc/$PRD_PID/cmdline | grep -q -- '--jitless'" "the daemon runs as the launcher starts it (--jitless)"
 alive() { kill -0 $PRD_PID 2>/dev/null || { echo "  DAEMON DIED ($1)"; tail -20 /run/prhelperd.log; return 1; }; }
 fds() { ls /proc/$PRD_PID/fd | wc -l; }
 same() { # same REF GOT: byte-identical transcripts
@@ -175,6 +173,10 @@ concurrent() {
 }
 
 concurrent warmup || exit 1      # also starts the Workers: the fd baseline is taken after it
+# read once the daemon has served (the socket exists before the daemon's own
+# re-exec, and /proc/PID/maps read during that exec need not show the preload yet)
+check "grep -q libc_malloc_debug /proc/$PRD_PID/maps" "the daemon runs with glibc's malloc checking ($MDBG loaded)"
+check "tr '\\0' ' ' < /proc/$PRD_PID/cmdline | grep -q -- '--jitless'" "the daemon runs as the launcher starts it (--jitless)"
 FD0=$(fds)
 echo "fd baseline after warm-up: $FD0"
 
